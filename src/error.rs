@@ -1,0 +1,140 @@
+//! Errors of the segment layer, shared by every named object.
+
+use std::fmt;
+use std::io;
+
+use crate::segment::ObjectKind;
+
+/// Why a named object could not be created, opened or unlinked.
+///
+/// Every way a segment file can be missing, foreign, damaged or hostile maps to one of
+/// these variants; none of them is a panic. OS failures that have no variant of their own
+/// keep their errno in [`OpenError::Io`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// No object has this name (`open`, `unlink`).
+    NotFound,
+    /// An object (or any file) already has this name (`create`).
+    AlreadyExists,
+    /// The name breaks the naming rules: 1 to 200 bytes of `[A-Za-z0-9._-]`, not `.` or
+    /// `..`.
+    InvalidName,
+    /// The segment holds another kind of object, such as a Lock opened as a Queue.
+    KindMismatch {
+        /// The kind the caller asked for.
+        expected: ObjectKind,
+        /// The kind recorded in the segment.
+        found: ObjectKind,
+    },
+    /// The segment holds the right kind of object with another layout: element size,
+    /// alignment or type, or capacity.
+    LayoutMismatch,
+    /// The segment was written by an incompatible version of shmsync.
+    VersionMismatch,
+    /// The segment's creator has not finished initialising it within
+    /// [`Options::open_timeout`](crate::Options::open_timeout), most likely because it
+    /// died half-way. Unlink the name to start afresh.
+    NotInitialized,
+    /// The file at this name is not a valid segment: not a regular file, too short, a
+    /// wrong magic number, or header fields that contradict each other or the file.
+    Corrupted,
+    /// The OS refused access, the name is a symbolic link, or the file belongs to another
+    /// user (segments are only ever shared between processes of one user).
+    PermissionDenied,
+    /// The file system holding the segment (usually the tmpfs at `/dev/shm`) is full.
+    NoSpace,
+    /// The role asked for (a queue's producer, a pipe's end) is held by a live handle.
+    Busy,
+    /// Any other OS error, with its errno.
+    Io(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no shared-memory object has this name"),
+            Self::AlreadyExists => f.write_str("a shared-memory object with this name already exists"),
+            Self::InvalidName => f.write_str(
+                "invalid object name: use 1 to 200 bytes of [A-Za-z0-9._-], not `.` or `..`",
+            ),
+            Self::KindMismatch { expected, found } => {
+                write!(f, "the segment holds a {found}, not a {expected}")
+            }
+            Self::LayoutMismatch => f.write_str(
+                "the segment's layout (element size, alignment, type or capacity) differs from the one asked for",
+            ),
+            Self::VersionMismatch => {
+                f.write_str("the segment was written by an incompatible version of shmsync")
+            }
+            Self::NotInitialized => f.write_str(
+                "the segment's creator did not finish initialising it in time (did it die?)",
+            ),
+            Self::Corrupted => f.write_str("the file is not a valid shmsync segment"),
+            Self::PermissionDenied => f.write_str(
+                "permission denied (or the name is a symbolic link, or the file belongs to another user)",
+            ),
+            Self::NoSpace => f.write_str("no space left for the segment"),
+            Self::Busy => f.write_str("the role is held by another live handle"),
+            Self::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rustix::io::Errno> for OpenError {
+    /// Maps an errno to its variant; errnos without a variant of their own stay in `Io`.
+    fn from(errno: rustix::io::Errno) -> Self {
+        use rustix::io::Errno;
+        match errno {
+            Errno::NOENT => Self::NotFound,
+            Errno::EXIST => Self::AlreadyExists,
+            // ELOOP is what O_NOFOLLOW answers for a symbolic link.
+            Errno::ACCESS | Errno::PERM | Errno::LOOP => Self::PermissionDenied,
+            Errno::NOSPC | Errno::DQUOT | Errno::FBIG => Self::NoSpace,
+            Errno::NAMETOOLONG => Self::InvalidName,
+            other => Self::Io(io::Error::from_raw_os_error(other.raw_os_error())),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    #[test]
+    fn errnos_map_to_their_variants() {
+        assert!(matches!(OpenError::from(Errno::NOENT), OpenError::NotFound));
+        assert!(matches!(
+            OpenError::from(Errno::EXIST),
+            OpenError::AlreadyExists
+        ));
+        assert!(matches!(
+            OpenError::from(Errno::LOOP),
+            OpenError::PermissionDenied
+        ));
+        assert!(matches!(OpenError::from(Errno::NOSPC), OpenError::NoSpace));
+        match OpenError::from(Errno::MFILE) {
+            OpenError::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::EMFILE)),
+            other => panic!("EMFILE mapped to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn display_names_both_kinds() {
+        let e = OpenError::KindMismatch {
+            expected: ObjectKind::Lock,
+            found: ObjectKind::Pipe,
+        };
+        assert_eq!(e.to_string(), "the segment holds a Pipe, not a Lock");
+    }
+}

@@ -1,0 +1,262 @@
+//! The only module that makes futex system calls.
+//!
+//! Every word lives in memory that other processes map, so every call is a *shared*
+//! futex: never `FUTEX_PRIVATE_FLAG`, whose wake-ups would stay inside one process.
+//!
+//! Timeouts are turned once into an absolute `CLOCK_MONOTONIC` [`Deadline`] and waited
+//! with `FUTEX_WAIT_BITSET` (which takes an absolute time), so a wait interrupted by a
+//! signal and retried never waits longer than asked.
+//!
+//! Under `cfg(loom)` the calls are modelled: [`wait`] yields to the scheduler and returns
+//! as a spurious wake-up would, [`wake_one`] and [`wake_all`] do nothing. Every caller
+//! must therefore re-check its condition in a loop, which it has to do anyway: futex
+//! wake-ups may be spurious.
+
+use std::time::{Duration, Instant};
+
+use rustix::time::{ClockId, Timespec};
+
+use crate::loom::AtomicU32;
+
+/// An absolute point on `CLOCK_MONOTONIC`, or never.
+///
+/// Built once from a `Duration` or an `Instant` at the start of a timed operation and
+/// passed down unchanged, so that retries after spurious wake-ups or `EINTR` keep the
+/// caller's original bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadline(Option<Timespec>);
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+fn monotonic_now() -> Timespec {
+    rustix::time::clock_gettime(ClockId::Monotonic)
+}
+
+/// `now + d`, or `None` when that overflows (which means: never).
+fn add(now: Timespec, d: Duration) -> Option<Timespec> {
+    let secs = i64::try_from(d.as_secs()).ok()?;
+    let mut tv_sec = now.tv_sec.checked_add(secs)?;
+    // Both parts are below one second, so the sum is below two.
+    let mut tv_nsec = now.tv_nsec + i64::from(d.subsec_nanos());
+    if tv_nsec >= NANOS_PER_SEC {
+        tv_nsec -= NANOS_PER_SEC;
+        tv_sec = tv_sec.checked_add(1)?;
+    }
+    Some(Timespec { tv_sec, tv_nsec })
+}
+
+fn is_before(a: &Timespec, b: &Timespec) -> bool {
+    (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
+}
+
+#[allow(dead_code)] // `at`, `never` and `remaining` serve the blocking primitives
+impl Deadline {
+    /// A deadline that never passes.
+    pub(crate) const fn never() -> Self {
+        Self(None)
+    }
+
+    /// `timeout` from now. A timeout too long to represent never passes.
+    pub(crate) fn after(timeout: Duration) -> Self {
+        Self(add(monotonic_now(), timeout))
+    }
+
+    /// The monotonic time of `instant` (std's `Instant` is `CLOCK_MONOTONIC` on Linux,
+    /// but opaque, so it is converted through the distance from now).
+    pub(crate) fn at(instant: Instant) -> Self {
+        Self::after(instant.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline is in the past.
+    pub(crate) fn has_passed(&self) -> bool {
+        match &self.0 {
+            None => false,
+            Some(end) => !is_before(&monotonic_now(), end),
+        }
+    }
+
+    /// Time left until the deadline (zero once passed), or `None` for never.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        let end = self.0.as_ref()?;
+        let now = monotonic_now();
+        if !is_before(&now, end) {
+            return Some(Duration::ZERO);
+        }
+        let mut secs = end.tv_sec - now.tv_sec;
+        let mut nanos = end.tv_nsec - now.tv_nsec;
+        if nanos < 0 {
+            nanos += NANOS_PER_SEC;
+            secs -= 1;
+        }
+        // Both are non-negative here because `now < end`.
+        Some(Duration::new(
+            secs.unsigned_abs(),
+            u32::try_from(nanos).unwrap_or(0),
+        ))
+    }
+}
+
+/// How a [`wait`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // matched by the blocking primitives
+pub(crate) enum WaitOutcome {
+    /// Woken, interrupted, spurious, or the word no longer held `expected`: re-check.
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// `futex(word, FUTEX_WAIT_BITSET, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY)`:
+/// sleeps while `*word == expected`, until woken or until `deadline`.
+///
+/// Returns at once when the word holds another value. Callers loop on their own
+/// condition: every return except `TimedOut` may be spurious.
+#[cfg(not(loom))]
+#[allow(dead_code)] // used by the blocking primitives
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> WaitOutcome {
+    use rustix::io::Errno;
+    use rustix::thread::futex;
+
+    // Checked before the syscall so that a passed deadline costs no kernel entry.
+    if deadline.has_passed() {
+        return WaitOutcome::TimedOut;
+    }
+    // Shared: no FUTEX_PRIVATE_FLAG, ever. No FUTEX_CLOCK_REALTIME: the deadline is on
+    // CLOCK_MONOTONIC. The bitset is FUTEX_BITSET_MATCH_ANY (all ones).
+    let shared = futex::Flags::empty();
+    let timeout = deadline.0.as_ref();
+    match futex::wait_bitset(
+        word.as_std(),
+        shared,
+        expected,
+        timeout,
+        std::num::NonZeroU32::MAX,
+    ) {
+        Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => WaitOutcome::Woken,
+        Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
+        Err(other) => {
+            // EFAULT and EINVAL cannot happen for a valid, aligned `&AtomicU32` and a
+            // normalised timespec. Reporting a wake-up keeps the caller's loop, and with
+            // it the caller's own deadline check, in charge.
+            debug_assert!(false, "futex wait failed: {other}");
+            WaitOutcome::Woken
+        }
+    }
+}
+
+/// `futex(word, FUTEX_WAKE, 1)`: wakes at most one waiter. Returns how many woke.
+#[cfg(not(loom))]
+#[allow(dead_code)]
+pub(crate) fn wake_one(word: &AtomicU32) -> usize {
+    wake(word, 1)
+}
+
+/// `futex(word, FUTEX_WAKE, INT_MAX)`: wakes every waiter. Returns how many woke.
+#[cfg(not(loom))]
+#[allow(dead_code)]
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
+    wake(word, i32::MAX as u32)
+}
+
+#[cfg(not(loom))]
+fn wake(word: &AtomicU32, count: u32) -> usize {
+    use rustix::thread::futex;
+    // FUTEX_WAKE only fails for a bad address or op, impossible for a live reference.
+    futex::wake(word.as_std(), futex::Flags::empty(), count).unwrap_or(0)
+}
+
+#[cfg(loom)]
+#[allow(dead_code)]
+pub(crate) fn wait(_word: &AtomicU32, _expected: u32, deadline: &Deadline) -> WaitOutcome {
+    if deadline.has_passed() {
+        return WaitOutcome::TimedOut;
+    }
+    crate::loom::thread::yield_now();
+    WaitOutcome::Woken
+}
+
+#[cfg(loom)]
+#[allow(dead_code)]
+pub(crate) fn wake_one(_word: &AtomicU32) -> usize {
+    0
+}
+
+#[cfg(loom)]
+#[allow(dead_code)]
+pub(crate) fn wake_all(_word: &AtomicU32) -> usize {
+    0
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::loom::Ordering;
+    use std::sync::Arc;
+
+    #[test]
+    fn add_carries_nanoseconds() {
+        let now = Timespec {
+            tv_sec: 5,
+            tv_nsec: 900_000_000,
+        };
+        let end = add(now, Duration::from_millis(250)).unwrap();
+        assert_eq!((end.tv_sec, end.tv_nsec), (6, 150_000_000));
+        assert_eq!(add(now, Duration::MAX), None);
+    }
+
+    #[test]
+    fn deadline_passes_and_never_does_not() {
+        assert!(Deadline::after(Duration::ZERO).has_passed());
+        assert!(!Deadline::never().has_passed());
+        assert_eq!(Deadline::never().remaining(), None);
+        let d = Deadline::after(Duration::from_secs(3600));
+        assert!(!d.has_passed());
+        let left = d.remaining().unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        assert_eq!(
+            Deadline::at(Instant::now()).remaining(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(Deadline::after(Duration::MAX), Deadline::never());
+    }
+
+    #[test]
+    fn wait_returns_at_once_when_the_value_differs() {
+        let word = AtomicU32::new(1);
+        let d = Deadline::after(Duration::from_secs(10));
+        assert_eq!(wait(&word, 0, &d), WaitOutcome::Woken);
+    }
+
+    #[test]
+    fn wait_times_out_no_earlier_than_its_deadline() {
+        let word = AtomicU32::new(0);
+        let start = Instant::now();
+        let d = Deadline::after(Duration::from_millis(30));
+        while wait(&word, 0, &d) == WaitOutcome::Woken {}
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn wake_one_releases_a_sleeper() {
+        let word = Arc::new(AtomicU32::new(0));
+        let sleeper = {
+            let word = Arc::clone(&word);
+            std::thread::spawn(move || {
+                let d = Deadline::after(Duration::from_secs(20));
+                while word.load(Ordering::Acquire) == 0 {
+                    if wait(&word, 0, &d) == WaitOutcome::TimedOut {
+                        return false;
+                    }
+                }
+                true
+            })
+        };
+        word.store(1, Ordering::Release);
+        // The sleeper may not be asleep yet; the store above makes it return anyway.
+        wake_one(&word);
+        assert!(
+            sleeper.join().unwrap(),
+            "the sleeper timed out instead of waking"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Zero-copy inter-process primitives for Linux.
+//!
+//! shmsync rebuilds the vocabulary of Python's `multiprocessing` for Rust programs that
+//! must talk across processes faster than the kernel lets them: every object lives in a
+//! **named shared-memory segment** that unrelated processes open by name. Each segment
+//! starts with a validated header (kind, layout, version), is created owner-only, and is
+//! treated as hostile memory by every reader: a crashed or malicious peer can make an
+//! operation fail with an error, never make it panic or read out of bounds.
+//!
+//! # Example: two processes, one segment
+//!
+//! The first process creates a segment holding a `#[repr(C)]` struct; any process of the
+//! same user opens it by name. Here the "other process" is this program run again.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use shmsync::{Options, Shared, ShmSafe};
+//!
+//! #[repr(C)]
+//! struct Stats {
+//!     visits: AtomicU64,
+//! }
+//! // SAFETY: repr(C), no pointers, every bit pattern is valid, shared state is atomic.
+//! unsafe impl ShmSafe for Stats {}
+//!
+//! # let dir = std::env::temp_dir();
+//! # let name = format!("doc-stats-{}", std::process::id());
+//! # let opts = Options::new().dir(&dir);
+//! // In the parent (the name is usually a constant such as "stats"):
+//! let stats = Shared::<Stats>::create_with(&name, |s| *s.visits.get_mut() = 1, &opts)?;
+//!
+//! // In a child, or any unrelated process of the same user:
+//! let seen = Shared::<Stats>::open_with(&name, &opts)?;
+//! seen.visits.fetch_add(1, Ordering::Relaxed);
+//!
+//! assert_eq!(stats.visits.load(Ordering::Relaxed), 2);
+//! Shared::<Stats>::unlink_with(&name, &opts)?; // the name goes; live mappings stay valid
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The runnable two-process version is `cargo run --release --example two_process`.
+//!
+//! # Names
+//!
+//! A name is 1 to 200 bytes of `[A-Za-z0-9._-]`, not `.` or `..`. By default the object
+//! `jobs` is the POSIX shared-memory object `/jobs` (the file `/dev/shm/jobs`);
+//! [`Options::dir`] puts the file at `<dir>/jobs` instead.
+//!
+//! # Crate layout
+//!
+//! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment.
+//! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
+//!   object shares.
+//!
+//! The design notes (segment layout, protocols, trust model) are in `docs/design.md`.
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
+    rust_2018_idioms,
+    missing_debug_implementations
+)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm");
+
+mod error;
+mod futex;
+mod loom;
+mod segment;
+mod shared;
+
+pub use bytemuck;
+pub use bytemuck::{Pod, Zeroable};
+pub use error::OpenError;
+pub use segment::{ObjectKind, Options, SegmentInfo};
+pub use shared::{Shared, ShmSafe};

@@ -1,0 +1,154 @@
+//! The one place that names std's atomics and cells.
+//!
+//! Every algorithm imports `AtomicU32`, `AtomicU64`, `Ordering`, `fence`, [`UnsafeCell`],
+//! `spin_loop` and `thread` from here. A build with `RUSTFLAGS="--cfg loom"` swaps them
+//! all for loom's model-checked versions; `clippy.toml` forbids the std types elsewhere so
+//! nothing slips past the model.
+//!
+//! Loom's atomics are larger than std's and must be constructed, never conjured from
+//! zeroed memory, so code that casts mapped memory to shared structs only runs outside
+//! loom; loom models construct those structs on the heap.
+#![allow(clippy::disallowed_types)] // this module is the sanctioned exception
+#![allow(missing_docs)] // crate-private
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use ::loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+#[cfg(loom)]
+#[allow(unused_imports)] // used by the loom models
+pub(crate) use ::loom::thread;
+
+#[cfg(not(loom))]
+#[allow(unused_imports)] // fence serves the ring buffers
+pub(crate) use std::sync::atomic::{Ordering, fence};
+#[cfg(not(loom))]
+#[allow(unused_imports)] // the non-loom build has no model that needs it yet
+pub(crate) use std::thread;
+
+/// Defines a `#[repr(transparent)]` wrapper of a std atomic with the subset of methods
+/// that loom's atomics also have, so algorithms compile unchanged against either.
+#[cfg(not(loom))]
+macro_rules! atomic_wrapper {
+    ($name:ident, $int:ty) => {
+        #[doc = concat!("std's `", stringify!($name), "` with the layout of `", stringify!($int), "`, behind the loom shim.")]
+        #[repr(transparent)]
+        #[derive(Debug, Default)]
+        pub(crate) struct $name(std::sync::atomic::$name);
+
+        #[allow(dead_code)] // not every build uses every method
+        impl $name {
+            #[inline]
+            pub(crate) const fn new(v: $int) -> Self {
+                Self(std::sync::atomic::$name::new(v))
+            }
+            #[inline]
+            pub(crate) fn load(&self, order: Ordering) -> $int {
+                self.0.load(order)
+            }
+            #[inline]
+            pub(crate) fn store(&self, v: $int, order: Ordering) {
+                self.0.store(v, order)
+            }
+            #[inline]
+            pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
+                self.0.swap(v, order)
+            }
+            #[inline]
+            pub(crate) fn compare_exchange(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                self.0.compare_exchange(current, new, success, failure)
+            }
+            #[inline]
+            pub(crate) fn compare_exchange_weak(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                self.0.compare_exchange_weak(current, new, success, failure)
+            }
+            #[inline]
+            pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
+                self.0.fetch_add(v, order)
+            }
+            #[inline]
+            pub(crate) fn fetch_sub(&self, v: $int, order: Ordering) -> $int {
+                self.0.fetch_sub(v, order)
+            }
+            #[inline]
+            pub(crate) fn fetch_or(&self, v: $int, order: Ordering) -> $int {
+                self.0.fetch_or(v, order)
+            }
+            #[inline]
+            pub(crate) fn fetch_and(&self, v: $int, order: Ordering) -> $int {
+                self.0.fetch_and(v, order)
+            }
+            /// The std atomic inside, for the futex syscalls (never under loom).
+            #[inline]
+            pub(crate) fn as_std(&self) -> &std::sync::atomic::$name {
+                &self.0
+            }
+        }
+    };
+}
+
+#[cfg(not(loom))]
+atomic_wrapper!(AtomicU32, u32);
+#[cfg(not(loom))]
+atomic_wrapper!(AtomicU64, u64);
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use ::loom::hint::spin_loop;
+#[cfg(not(loom))]
+pub(crate) use std::hint::spin_loop;
+
+/// An `UnsafeCell` whose accesses go through closures, so that loom can see them.
+///
+/// Outside loom it is a `#[repr(transparent)]` wrapper with the layout of `T`, so it may
+/// sit inside shared-memory structs.
+#[cfg(not(loom))]
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+#[allow(dead_code)] // the first users arrive with the raw primitives
+impl<T> UnsafeCell<T> {
+    /// Wraps `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a shared raw pointer to the contents.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with an exclusive raw pointer to the contents.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use ::loom::cell::UnsafeCell;
+
+/// Tells the loom scheduler (or the CPU) that this thread is waiting for another one.
+///
+/// Loom explores only schedules where a spinning thread eventually lets others run, so
+/// every wait loop calls this rather than `spin_loop` alone.
+#[inline]
+#[allow(dead_code)] // the wait loops of the blocking primitives call it
+pub(crate) fn wait_hint() {
+    #[cfg(loom)]
+    ::loom::thread::yield_now();
+    #[cfg(not(loom))]
+    spin_loop();
+}

@@ -1,0 +1,568 @@
+//! Named shared-memory segments: names, create/open/unlink, the header, the mapping.
+//!
+//! A segment is one file (in `/dev/shm` or [`Options::dir`]) mapped shared and
+//! read-write, starting with a [`header::Header`] and followed by one object's payload.
+//! See `docs/design.md` for the protocol and the trust model.
+
+mod header;
+mod name;
+mod options;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::OpenError;
+use crate::futex::Deadline;
+
+pub use header::ObjectKind;
+pub(crate) use header::{Element, Expected, Spec};
+use header::{HEADER_LEN, Header, MAX_SEGMENT_LEN, State, Validated};
+pub(crate) use name::validate_name;
+pub use options::Options;
+
+/// Facts about a mapped segment, read from its header when it was opened.
+///
+/// Every named object exposes one, for logging and for tools that tell one incarnation
+/// of a name from the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    name: String,
+    path: PathBuf,
+    kind: ObjectKind,
+    instance_id: u64,
+    creator_pid: u32,
+    len: usize,
+}
+
+impl SegmentInfo {
+    /// The object's name, as given to `create` or `open`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file that backs the segment (`/dev/shm/<name>` by default). Once the name is
+    /// unlinked it may be absent, or belong to another segment.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kind of object the segment holds.
+    pub fn kind(&self) -> ObjectKind {
+        self.kind
+    }
+
+    /// A random, non-zero number chosen by the creator. Two handles with the same
+    /// instance id map the same segment; a name unlinked and created again gets a new one.
+    pub fn instance_id(&self) -> u64 {
+        self.instance_id
+    }
+
+    /// The process id of the creator, as seen in the creator's pid namespace. The
+    /// process may have exited since, and the number may have been reused.
+    pub fn creator_pid(&self) -> u32 {
+        self.creator_pid
+    }
+
+    /// The length of the whole mapping in bytes, header included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a segment holds at least its header. Present for symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Where a segment's bytes live.
+enum Memory {
+    /// A shared mapping of the segment file: the real thing.
+    Mapped(memmap2::MmapRaw),
+    /// A private, zeroed heap block: unit tests and Miri, which cannot map files.
+    #[cfg(test)]
+    Heap {
+        ptr: NonNull<u8>,
+        layout: std::alloc::Layout,
+    },
+}
+
+impl Memory {
+    fn base(&self) -> NonNull<u8> {
+        match self {
+            // A successful mapping is never at address 0.
+            Self::Mapped(map) => NonNull::new(map.as_mut_ptr()).unwrap_or(NonNull::dangling()),
+            #[cfg(test)]
+            Self::Heap { ptr, .. } => *ptr,
+        }
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        #[cfg(test)]
+        if let Self::Heap { ptr, layout } = self {
+            // SAFETY: allocated in `Segment::heap` with exactly this layout, freed once.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), *layout) };
+        }
+    }
+}
+
+/// A mapped, validated segment: the header plus a payload whose bounds were checked
+/// against the mapping.
+pub(crate) struct Segment {
+    memory: Memory,
+    payload_offset: usize,
+    payload_len: usize,
+    capacity: u64,
+    info: SegmentInfo,
+}
+
+// SAFETY: a Segment is a handle to memory that many processes share anyway; it has no
+// thread-affine state, and every access to the shared bytes goes through atomics or
+// through the owning object's own synchronisation protocol.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only hands out pointers and immutable facts.
+unsafe impl Sync for Segment {}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+#[allow(dead_code)] // header() and capacity() serve the primitives of later modules
+impl Segment {
+    /// Creates the segment `name`, runs `init` on its zero-filled payload, then publishes
+    /// it. `init` runs before any opener can see the segment.
+    ///
+    /// If anything fails (or `init` panics) the half-made file is unlinked again.
+    pub(crate) fn create(
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<Self, OpenError> {
+        validate_name(name)?;
+        check_mode(opts.mode)?;
+        let placement = spec.placement()?;
+        let path = opts.path_of(name);
+
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+            match e {
+                // The name is new by definition; ENOENT means the directory is missing.
+                Errno::NOENT => OpenError::Io(std::io::Error::from_raw_os_error(e.raw_os_error())),
+                other => OpenError::from(other),
+            }
+        })?;
+        let undo = UnlinkOnDrop::new(&path, &fd)?;
+
+        // After the create, so the umask (which only applies to open's mode) cannot
+        // change the bits the caller asked for.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(opts.mode))?;
+        reserve(&fd, placement.segment_len)?;
+        let memory = map(&fd, placement.segment_len)?;
+        let base = memory.base();
+
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned (so aligned for
+        // Header), zero-filled (a valid Header: all atomics), and lives as long as
+        // `memory`; openers do not touch it before `publish`.
+        let header = unsafe { &*base.as_ptr().cast::<Header>() };
+        header.initialise(spec, &placement, current_pid(), new_instance_id());
+        let v = header.validate(placement.segment_len, &spec.expected)?;
+        // SAFETY: `validate` checked payload_offset + payload_len <= segment_len.
+        init(unsafe { base.add(v.payload_offset) });
+        header.publish();
+        undo.disarm();
+
+        Ok(Self::assemble(
+            memory,
+            name,
+            path,
+            spec.expected.kind,
+            v,
+            placement.segment_len,
+        ))
+    }
+
+    /// Opens the existing segment `name`, waiting up to `opts.open_timeout` for its
+    /// creator to publish it, and validates it against `want`.
+    pub(crate) fn open(name: &str, want: &Expected, opts: &Options) -> Result<Self, OpenError> {
+        validate_name(name)?;
+        let path = opts.path_of(name);
+        // O_NONBLOCK: a FIFO planted at the name must not block us (it is refused below).
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| match e {
+            Errno::ISDIR | Errno::NXIO | Errno::NODEV => OpenError::Corrupted,
+            other => OpenError::from(other),
+        })?;
+
+        let deadline = Deadline::after(opts.open_timeout);
+        let mut backoff = Backoff::new();
+        let mut stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(OpenError::Corrupted);
+        }
+        if stat.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(OpenError::PermissionDenied);
+        }
+        // The creator sizes the file in one step, so 0 means "not yet" and anything
+        // between 0 and a header is not a segment.
+        while stat.st_size == 0 {
+            backoff.sleep_until(&deadline)?;
+            stat = rustix::fs::fstat(&fd)?;
+        }
+        let len = u64::try_from(stat.st_size).map_err(|_| OpenError::Corrupted)?;
+        if len < HEADER_LEN as u64 || len > MAX_SEGMENT_LEN {
+            return Err(OpenError::Corrupted);
+        }
+
+        let memory = map(&fd, len)?;
+        // SAFETY: the mapping is `len >= HEADER_LEN` bytes, page-aligned, and every bit
+        // pattern is a valid Header (all fields are integers); it lives as long as
+        // `memory`. A peer truncating the file under us is outside what we can defend
+        // (docs/design.md, trust model).
+        let header = unsafe { &*memory.base().as_ptr().cast::<Header>() };
+        loop {
+            match header.state() {
+                State::Ready => break,
+                State::Uninit => backoff.sleep_until(&deadline)?,
+                State::Invalid => return Err(OpenError::Corrupted),
+            }
+        }
+        let v = header.validate(len, want)?;
+        Ok(Self::assemble(memory, name, path, want.kind, v, len))
+    }
+
+    /// Opens `name`, or creates it if absent, race-free between processes: exactly one
+    /// caller's `create` succeeds and runs `init`; every other caller opens that segment.
+    pub(crate) fn open_or_create(
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<Self, OpenError> {
+        let mut init = Some(init);
+        let deadline = Deadline::after(opts.open_timeout);
+        loop {
+            let run_init = |payload| {
+                if let Some(f) = init.take() {
+                    f(payload);
+                }
+            };
+            match Self::create(name, spec, opts, run_init) {
+                Err(OpenError::AlreadyExists) => {}
+                done => return done,
+            }
+            match Self::open(name, &spec.expected, opts) {
+                // Unlinked between our create and our open: try creating again, for as
+                // long as the churn lasts within our timeout.
+                Err(OpenError::NotFound) if !deadline.has_passed() => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// Removes the name. Mappings stay valid until their handles are dropped.
+    pub(crate) fn unlink(name: &str, opts: &Options) -> Result<(), OpenError> {
+        validate_name(name)?;
+        rustix::fs::unlink(opts.path_of(name)).map_err(OpenError::from)
+    }
+
+    /// A private segment on the heap, made by the same steps as `create`: for unit tests
+    /// under Miri, which cannot map files.
+    #[cfg(test)]
+    pub(crate) fn heap(spec: &Spec, init: impl FnOnce(NonNull<u8>)) -> Result<Self, OpenError> {
+        let placement = spec.placement()?;
+        let len = usize::try_from(placement.segment_len).map_err(|_| OpenError::NoSpace)?;
+        let layout = std::alloc::Layout::from_size_align(len, header::MAX_ALIGN as usize)
+            .map_err(|_| OpenError::NoSpace)?;
+        // SAFETY: `len >= HEADER_LEN > 0`, so the layout is not zero-sized.
+        let ptr =
+            NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(OpenError::NoSpace)?;
+        let memory = Memory::Heap { ptr, layout };
+        // SAFETY: as in `create`: zeroed, aligned, large enough, owned by `memory`.
+        let header = unsafe { &*ptr.as_ptr().cast::<Header>() };
+        header.initialise(spec, &placement, current_pid(), new_instance_id());
+        let v = header.validate(placement.segment_len, &spec.expected)?;
+        // SAFETY: `validate` checked the payload lies inside the allocation.
+        init(unsafe { ptr.add(v.payload_offset) });
+        header.publish();
+        let path = PathBuf::from("<heap>");
+        Ok(Self::assemble(
+            memory,
+            "heap",
+            path,
+            spec.expected.kind,
+            v,
+            placement.segment_len,
+        ))
+    }
+
+    fn assemble(
+        memory: Memory,
+        name: &str,
+        path: PathBuf,
+        kind: ObjectKind,
+        v: Validated,
+        len: u64,
+    ) -> Self {
+        let info = SegmentInfo {
+            name: name.to_owned(),
+            path,
+            kind,
+            instance_id: v.instance_id,
+            creator_pid: v.creator_pid,
+            // Bounded by MAX_SEGMENT_LEN, so it fits.
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+        };
+        Self {
+            memory,
+            payload_offset: v.payload_offset,
+            payload_len: v.payload_len,
+            capacity: v.capacity,
+            info,
+        }
+    }
+
+    /// The header at the start of the segment.
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: checked at create/open: the memory holds at least a header, aligned,
+        // and every bit pattern is a valid Header. It lives as long as `self`.
+        unsafe { &*self.memory.base().as_ptr().cast::<Header>() }
+    }
+
+    /// The start of the payload: `payload_len()` bytes, aligned for the element type
+    /// recorded in the header, valid as long as `self`.
+    pub(crate) fn payload(&self) -> NonNull<u8> {
+        // SAFETY: payload_offset + payload_len <= the mapping's length (validated).
+        unsafe { self.memory.base().add(self.payload_offset) }
+    }
+
+    /// The payload's length in bytes, as validated against the mapping.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// The capacity recorded by the creator. Unchecked here: each object validates it.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Facts for users and tools.
+    pub(crate) fn info(&self) -> &SegmentInfo {
+        &self.info
+    }
+}
+
+/// Rejects modes that would make the segment unusable or carry non-permission bits.
+fn check_mode(mode: u32) -> Result<(), OpenError> {
+    if mode & !0o777 != 0 || mode & 0o600 != 0o600 {
+        return Err(OpenError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "mode {mode:#o} must include owner read and write (0o600) and only bits of 0o777"
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// Gives the file its final size in one step, with its pages reserved, so that a full
+/// tmpfs fails here with `NoSpace` instead of raising SIGBUS on a later write.
+fn reserve(fd: &OwnedFd, len: u64) -> Result<(), OpenError> {
+    match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        // File systems without fallocate still give a sized, zero-filled file, only
+        // without the reservation.
+        Err(Errno::OPNOTSUPP) => rustix::fs::ftruncate(fd, len).map_err(OpenError::from),
+        Err(e) => Err(OpenError::from(e)),
+    }
+}
+
+/// Maps `len` bytes of the file shared and read-write, with page tables populated so the
+/// first touches do not fault.
+fn map(fd: &OwnedFd, len: u64) -> Result<Memory, OpenError> {
+    let len = usize::try_from(len).map_err(|_| OpenError::NoSpace)?;
+    let raw = memmap2::MmapOptions::new()
+        .len(len)
+        .populate()
+        .map_raw(fd.as_raw_fd())
+        .map_err(|e| match e.raw_os_error() {
+            Some(errno) => OpenError::from(Errno::from_raw_os_error(errno)),
+            None => OpenError::Io(e),
+        })?;
+    Ok(Memory::Mapped(raw))
+}
+
+fn current_pid() -> u32 {
+    rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs()
+}
+
+/// A random non-zero id for a new segment. Without getrandom (it cannot fail on Linux
+/// 3.17+ with a sized buffer, but be safe) the time and pid still tell segments apart.
+fn new_instance_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let random = match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(bytes),
+        _ => {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+            (now.tv_nsec as u64) ^ (now.tv_sec as u64).rotate_left(32) ^ u64::from(current_pid())
+        }
+    };
+    random.max(1)
+}
+
+/// Unlinks a file this process just created unless disarmed: a failed or panicking
+/// `create` leaves no half-made segment behind. It checks that the name still refers to
+/// our inode, so it never removes a file that someone else put there meanwhile.
+struct UnlinkOnDrop {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    armed: bool,
+}
+
+impl UnlinkOnDrop {
+    fn new(path: &Path, fd: &OwnedFd) -> Result<Self, OpenError> {
+        match rustix::fs::fstat(fd) {
+            Ok(st) => Ok(Self {
+                path: path.to_path_buf(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                armed: true,
+            }),
+            // Without an inode to compare we unlink by name: we created it an instant ago.
+            Err(e) => {
+                let _ = rustix::fs::unlink(path);
+                Err(OpenError::from(e))
+            }
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(st) = rustix::fs::lstat(&self.path) {
+            if st.st_dev == self.dev && st.st_ino == self.ino {
+                let _ = rustix::fs::unlink(&self.path);
+            }
+        }
+    }
+}
+
+/// Exponential sleeps for openers waiting on a creator: 20 us doubling to 2 ms, never
+/// past the deadline.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_micros(20))
+    }
+
+    /// Sleeps one step, or fails with `NotInitialized` once the deadline has passed.
+    fn sleep_until(&mut self, deadline: &Deadline) -> Result<(), OpenError> {
+        let left = deadline.remaining().unwrap_or(Duration::MAX);
+        if left.is_zero() {
+            return Err(OpenError::NotInitialized);
+        }
+        std::thread::sleep(self.0.min(left));
+        self.0 = (self.0 * 2).min(Duration::from_millis(2));
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn spec(size: u64) -> Spec {
+        Spec {
+            expected: Expected {
+                kind: ObjectKind::Shared,
+                element: Element {
+                    size,
+                    align: 8,
+                    type_tag: 1,
+                },
+            },
+            capacity: 1,
+            payload_len: size,
+        }
+    }
+
+    #[test]
+    fn heap_segments_run_init_before_publishing() {
+        let mut seen_len = 0;
+        let seg = Segment::heap(&spec(64), |p| {
+            // SAFETY: the payload is 64 zeroed bytes, aligned to 128.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), 64) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes[63] = 9;
+            seen_len = bytes.len();
+        })
+        .unwrap();
+        assert_eq!(seen_len, 64);
+        assert_eq!(seg.header().state(), State::Ready);
+        assert_eq!(seg.payload_len(), 64);
+        assert_eq!(seg.payload().as_ptr() as usize % 128, 0);
+        // SAFETY: 64 payload bytes, initialised above.
+        assert_eq!(unsafe { *seg.payload().as_ptr().add(63) }, 9);
+        let info = seg.info();
+        assert_eq!(
+            (info.len(), info.kind(), info.creator_pid()),
+            (192, ObjectKind::Shared, current_pid())
+        );
+        assert_ne!(info.instance_id(), 0);
+    }
+
+    #[test]
+    fn instance_ids_differ() {
+        let a = Segment::heap(&spec(8), |_| {}).unwrap();
+        let b = Segment::heap(&spec(8), |_| {}).unwrap();
+        assert_ne!(a.info().instance_id(), b.info().instance_id());
+    }
+
+    #[test]
+    fn modes_without_owner_rw_or_with_extra_bits_are_refused() {
+        for bad in [0o400, 0o200, 0o000, 0o4600, 0o1600] {
+            assert!(
+                matches!(check_mode(bad), Err(OpenError::Io(ref e)) if e.kind() == std::io::ErrorKind::InvalidInput)
+            );
+        }
+        for good in [0o600, 0o640, 0o666, 0o700] {
+            assert!(check_mode(good).is_ok());
+        }
+    }
+
+    #[test]
+    fn backoff_gives_up_at_the_deadline() {
+        let deadline = Deadline::after(Duration::from_millis(5));
+        let mut b = Backoff::new();
+        let mut steps = 0;
+        while b.sleep_until(&deadline).is_ok() {
+            steps += 1;
+            assert!(steps < 10_000, "backoff never gave up");
+        }
+        assert!(deadline.has_passed());
+        assert!(steps >= 1);
+    }
+}

@@ -1,0 +1,322 @@
+//! `Shared<T>`: a user-defined `#[repr(C)]` layout in one named segment.
+
+use std::any::type_name;
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+use crate::OpenError;
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+
+/// Types that may live in shared memory and be viewed by several processes at once.
+///
+/// # Safety
+///
+/// Implement it only for a type that:
+/// - has a layout fixed by its definition (`#[repr(C)]`, `#[repr(transparent)]` or a
+///   primitive), so that every program compiled from that definition agrees on it;
+/// - is valid for **every** bit pattern, all zeros included (a fresh segment is zeroed,
+///   and a crashed or hostile peer can leave any bytes behind);
+/// - holds no pointers, references, file descriptors or other values that mean something
+///   only inside one process;
+/// - changes after creation only through atomics or cells guarded by a cross-process
+///   protocol (such as the raw primitives of this crate), never through plain fields.
+///
+/// Every [`Pod`](bytemuck::Pod) type qualifies and implements it already. Structs of
+/// atomics (as below) and of this crate's raw primitives implement it by hand. (std's
+/// atomics cannot implement it directly: Rust's coherence rules forbid the impl next to
+/// the one for every `Pod` type. Wrap them in a `#[repr(C)]` struct.)
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+///
+/// #[repr(C)]
+/// struct Counters {
+///     hits: AtomicU32,
+///     misses: AtomicU32,
+/// }
+/// // SAFETY: repr(C), every bit pattern is valid, no pointers, all shared state atomic.
+/// unsafe impl shmsync::ShmSafe for Counters {}
+/// ```
+pub unsafe trait ShmSafe: Sized {
+    /// A number that tells this type apart from other types of the same size and
+    /// alignment, recorded at create and checked at open.
+    ///
+    /// The default hashes [`std::any::type_name`], so both processes must name the type
+    /// by the same path: define shared layouts in one crate that both programs use.
+    /// Override it with a constant when the paths differ on purpose.
+    fn type_tag() -> u64 {
+        fnv1a(type_name::<Self>().as_bytes())
+    }
+}
+
+// SAFETY: Pod types are valid for every bit pattern, have no pointers or interior
+// mutability, and bytemuck requires a fixed layout of them.
+unsafe impl<T: bytemuck::Pod> ShmSafe for T {}
+
+/// 64-bit FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`), and good
+/// enough to tell type names apart.
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// A value of a user-defined type `T` in its own named segment.
+///
+/// This is the building block for layouts of your own: a `#[repr(C)]` struct of raw
+/// primitives, atomics and plain data, created once and opened by name from any process
+/// of the same user. `Shared<T>` dereferences to `&T`; all mutation goes through `T`'s
+/// own atomics or primitives.
+///
+/// The segment records `T`'s size, alignment and [`ShmSafe::type_tag`]; opening it as
+/// another type fails with [`OpenError::LayoutMismatch`].
+///
+/// Dropping a `Shared` unmaps it; the name stays until [`Shared::unlink`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use shmsync::{Options, Shared, ShmSafe};
+///
+/// #[repr(C)]
+/// struct Tally {
+///     total: AtomicU64,
+/// }
+/// // SAFETY: repr(C), every bit pattern is valid, no pointers, all shared state atomic.
+/// unsafe impl ShmSafe for Tally {}
+///
+/// # let name = format!("doc-shared-{}", std::process::id());
+/// # let opts = Options::new().dir(std::env::temp_dir());
+/// let a = Shared::<Tally>::create_with(&name, |t| *t.total.get_mut() = 10, &opts)?;
+/// let b = Shared::<Tally>::open_with(&name, &opts)?; // usually in another process
+/// b.total.fetch_add(1, Ordering::SeqCst);
+/// assert_eq!(a.total.load(Ordering::SeqCst), 11);
+/// assert_eq!(a.info().instance_id(), b.info().instance_id());
+///
+/// // Another type, even of the same size, is refused.
+/// let wrong = Shared::<u64>::open_with(&name, &opts);
+/// assert!(matches!(wrong, Err(shmsync::OpenError::LayoutMismatch)));
+/// Shared::<Tally>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
+pub struct Shared<T: ShmSafe> {
+    segment: Segment,
+    _holds: PhantomData<T>,
+}
+
+// SAFETY: a Shared<T> is a shared reference to a T that other processes (so, in effect,
+// other threads) also reference: like `Arc<T>`, it may move to or be used from another
+// thread when `T: Sync`.
+unsafe impl<T: ShmSafe + Sync> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T: ShmSafe + Sync> Sync for Shared<T> {}
+
+impl<T: ShmSafe> Shared<T> {
+    const ALIGN_FITS: () = assert!(
+        align_of::<T>() <= 4096,
+        "Shared<T> supports alignments up to the page size (4096)"
+    );
+
+    fn expected() -> Expected {
+        Expected {
+            kind: ObjectKind::Shared,
+            element: Element {
+                size: size_of::<T>() as u64,
+                align: align_of::<T>() as u32,
+                type_tag: T::type_tag(),
+            },
+        }
+    }
+
+    fn spec() -> Spec {
+        let () = Self::ALIGN_FITS;
+        Spec {
+            expected: Self::expected(),
+            capacity: 1,
+            payload_len: size_of::<T>() as u64,
+        }
+    }
+
+    /// Runs the caller's initialiser on the zeroed payload.
+    fn initialiser(init: impl FnOnce(&mut T)) -> impl FnOnce(NonNull<u8>) {
+        move |payload| {
+            // SAFETY: the payload is size_of::<T>() zeroed bytes aligned for T (the
+            // segment placed it), a valid T by the ShmSafe contract, and no other process
+            // touches it before the segment is published after this returns.
+            init(unsafe { &mut *payload.as_ptr().cast::<T>() })
+        }
+    }
+
+    /// Creates the segment `name` in `/dev/shm`, zero-filled, and runs `init` on it
+    /// before any other process can open it.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` if the name is taken, `InvalidName`, `NoSpace` when the file
+    /// system is full, `PermissionDenied`, or `Io` for other OS failures. If `init`
+    /// panics, the half-made segment is unlinked and the panic continues.
+    pub fn create(name: &str, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
+        Self::create_with(name, init, &Options::new())
+    }
+
+    /// [`create`](Self::create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create), plus `Io(InvalidInput)` for a mode without owner
+    /// read and write.
+    pub fn create_with(
+        name: &str,
+        init: impl FnOnce(&mut T),
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        Segment::create(name, &Self::spec(), opts, Self::initialiser(init)).map(Self::wrap)
+    }
+
+    /// Opens the existing segment `name` in `/dev/shm`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `InvalidName`, `NotInitialized` (the creator did not publish within
+    /// the open timeout), `KindMismatch` (not a `Shared`), `LayoutMismatch` (another
+    /// `T`), `VersionMismatch`, `Corrupted`, `PermissionDenied` (also for symbolic links
+    /// and files of other users), `Io`.
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// [`open`](Self::open) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Segment::open(name, &Self::expected(), opts).map(Self::wrap)
+    }
+
+    /// Opens `name`, or creates it if absent. Race-free between processes: of many
+    /// concurrent callers exactly one creates and runs `init`, and all of them end up
+    /// mapping that one segment.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(name: &str, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
+        Self::open_or_create_with(name, init, &Options::new())
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_with(
+        name: &str,
+        init: impl FnOnce(&mut T),
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        Segment::open_or_create(name, &Self::spec(), opts, Self::initialiser(init)).map(Self::wrap)
+    }
+
+    /// Removes the name `name` from `/dev/shm`. Existing mappings, in this process and
+    /// others, stay valid until dropped; a later `create` of the name makes a new,
+    /// unrelated segment.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if nothing has the name, `InvalidName`, `PermissionDenied`, `Io`.
+    pub fn unlink(name: &str) -> Result<(), OpenError> {
+        Self::unlink_with(name, &Options::new())
+    }
+
+    /// [`unlink`](Self::unlink) in the directory of `opts`.
+    ///
+    /// # Errors
+    ///
+    /// As [`unlink`](Self::unlink).
+    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
+        Segment::unlink(name, opts)
+    }
+
+    /// Facts about the segment: name, path, instance id, creator pid, length.
+    pub fn info(&self) -> &SegmentInfo {
+        self.segment.info()
+    }
+
+    fn wrap(segment: Segment) -> Self {
+        Self {
+            segment,
+            _holds: PhantomData,
+        }
+    }
+}
+
+impl<T: ShmSafe> Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        debug_assert_eq!(self.segment.payload_len(), size_of::<T>());
+        // SAFETY: the segment was validated for T's size, alignment and type tag, and
+        // its payload is placed aligned for T; every bit pattern is a valid T
+        // (ShmSafe), and the mapping lives as long as `self`.
+        unsafe { &*self.segment.payload().as_ptr().cast::<T>() }
+    }
+}
+
+impl<T: ShmSafe> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("type", &type_name::<T>())
+            .field("info", self.info())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_reference_values() {
+        // Published test vectors of 64-bit FNV-1a.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn type_tags_tell_same_sized_types_apart() {
+        assert_ne!(<u64 as ShmSafe>::type_tag(), <i64 as ShmSafe>::type_tag());
+        assert_ne!(
+            <[u32; 2] as ShmSafe>::type_tag(),
+            <u64 as ShmSafe>::type_tag()
+        );
+        assert_eq!(<u64 as ShmSafe>::type_tag(), fnv1a(b"u64"));
+    }
+
+    #[test]
+    fn a_heap_segment_derefs_to_the_initialised_value() {
+        let seg = Segment::heap(
+            &Shared::<[u64; 4]>::spec(),
+            Shared::<[u64; 4]>::initialiser(|v| {
+                assert_eq!(*v, [0; 4]);
+                v[2] = 7;
+            }),
+        )
+        .unwrap();
+        let shared = Shared::<[u64; 4]>::wrap(seg);
+        assert_eq!(*shared, [0, 0, 7, 0]);
+        assert!(format!("{shared:?}").contains("[u64; 4]"));
+    }
+}
