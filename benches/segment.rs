@@ -23,11 +23,7 @@ fn open_existing(c: &mut Criterion) {
     });
     group.bench_function("os_open_mmap", |b| {
         b.iter(|| {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
             // SAFETY: the file is ours and nobody truncates it during the benchmark.
             black_box(unsafe { memmap2::MmapMut::map_mut(&file).unwrap() })
         })

@@ -114,14 +114,8 @@ mod tests {
     #[test]
     fn errnos_map_to_their_variants() {
         assert!(matches!(OpenError::from(Errno::NOENT), OpenError::NotFound));
-        assert!(matches!(
-            OpenError::from(Errno::EXIST),
-            OpenError::AlreadyExists
-        ));
-        assert!(matches!(
-            OpenError::from(Errno::LOOP),
-            OpenError::PermissionDenied
-        ));
+        assert!(matches!(OpenError::from(Errno::EXIST), OpenError::AlreadyExists));
+        assert!(matches!(OpenError::from(Errno::LOOP), OpenError::PermissionDenied));
         assert!(matches!(OpenError::from(Errno::NOSPC), OpenError::NoSpace));
         match OpenError::from(Errno::MFILE) {
             OpenError::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::EMFILE)),
@@ -131,10 +125,7 @@ mod tests {
 
     #[test]
     fn display_names_both_kinds() {
-        let e = OpenError::KindMismatch {
-            expected: ObjectKind::Lock,
-            found: ObjectKind::Pipe,
-        };
+        let e = OpenError::KindMismatch { expected: ObjectKind::Lock, found: ObjectKind::Pipe };
         assert_eq!(e.to_string(), "the segment holds a Pipe, not a Lock");
     }
 }

@@ -89,10 +89,7 @@ impl Deadline {
             secs -= 1;
         }
         // Both are non-negative here because `now < end`.
-        Some(Duration::new(
-            secs.unsigned_abs(),
-            u32::try_from(nanos).unwrap_or(0),
-        ))
+        Some(Duration::new(secs.unsigned_abs(), u32::try_from(nanos).unwrap_or(0)))
     }
 }
 
@@ -125,13 +122,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Wait
     // CLOCK_MONOTONIC. The bitset is FUTEX_BITSET_MATCH_ANY (all ones).
     let shared = futex::Flags::empty();
     let timeout = deadline.0.as_ref();
-    match futex::wait_bitset(
-        word.as_std(),
-        shared,
-        expected,
-        timeout,
-        std::num::NonZeroU32::MAX,
-    ) {
+    match futex::wait_bitset(word.as_std(), shared, expected, timeout, std::num::NonZeroU32::MAX) {
         Ok(()) | Err(Errno::AGAIN) | Err(Errno::INTR) => WaitOutcome::Woken,
         Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
         Err(other) => {
@@ -195,10 +186,7 @@ mod tests {
 
     #[test]
     fn add_carries_nanoseconds() {
-        let now = Timespec {
-            tv_sec: 5,
-            tv_nsec: 900_000_000,
-        };
+        let now = Timespec { tv_sec: 5, tv_nsec: 900_000_000 };
         let end = add(now, Duration::from_millis(250)).unwrap();
         assert_eq!((end.tv_sec, end.tv_nsec), (6, 150_000_000));
         assert_eq!(add(now, Duration::MAX), None);
@@ -213,10 +201,7 @@ mod tests {
         assert!(!d.has_passed());
         let left = d.remaining().unwrap();
         assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
-        assert_eq!(
-            Deadline::at(Instant::now()).remaining(),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(Deadline::at(Instant::now()).remaining(), Some(Duration::ZERO));
         assert_eq!(Deadline::after(Duration::MAX), Deadline::never());
     }
 
@@ -254,9 +239,6 @@ mod tests {
         word.store(1, Ordering::Release);
         // The sleeper may not be asleep yet; the store above makes it return anyway.
         wake_one(&word);
-        assert!(
-            sleeper.join().unwrap(),
-            "the sleeper timed out instead of waking"
-        );
+        assert!(sleeper.join().unwrap(), "the sleeper timed out instead of waking");
     }
 }

@@ -141,11 +141,7 @@ impl<T: ShmSafe> Shared<T> {
 
     fn spec() -> Spec {
         let () = Self::ALIGN_FITS;
-        Spec {
-            expected: Self::expected(),
-            capacity: 1,
-            payload_len: size_of::<T>() as u64,
-        }
+        Spec { expected: Self::expected(), capacity: 1, payload_len: size_of::<T>() as u64 }
     }
 
     /// Runs the caller's initialiser on the zeroed payload.
@@ -181,7 +177,7 @@ impl<T: ShmSafe> Shared<T> {
         init: impl FnOnce(&mut T),
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        Segment::create(name, &Self::spec(), opts, Self::initialiser(init)).map(Self::wrap)
+        Segment::create(name, &Self::spec(), opts, Self::initialiser(init)).and_then(Self::adopt)
     }
 
     /// Opens the existing segment `name` in `/dev/shm`.
@@ -202,7 +198,7 @@ impl<T: ShmSafe> Shared<T> {
     ///
     /// As [`open`](Self::open).
     pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Segment::open(name, &Self::expected(), opts).map(Self::wrap)
+        Segment::open(name, &Self::expected(), opts).and_then(Self::adopt)
     }
 
     /// Opens `name`, or creates it if absent. Race-free between processes: of many
@@ -226,7 +222,8 @@ impl<T: ShmSafe> Shared<T> {
         init: impl FnOnce(&mut T),
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        Segment::open_or_create(name, &Self::spec(), opts, Self::initialiser(init)).map(Self::wrap)
+        Segment::open_or_create(name, &Self::spec(), opts, Self::initialiser(init))
+            .and_then(Self::adopt)
     }
 
     /// Removes the name `name` from `/dev/shm`. Existing mappings, in this process and
@@ -254,11 +251,13 @@ impl<T: ShmSafe> Shared<T> {
         self.segment.info()
     }
 
-    fn wrap(segment: Segment) -> Self {
-        Self {
-            segment,
-            _holds: PhantomData,
+    /// Takes a segment whose element matched `T`, checking the parts of the header the
+    /// segment layer leaves to each object: the payload must hold exactly one `T`.
+    fn adopt(segment: Segment) -> Result<Self, OpenError> {
+        if segment.payload_len() != size_of::<T>() || segment.capacity() != 1 {
+            return Err(OpenError::Corrupted);
         }
+        Ok(Self { segment, _holds: PhantomData })
     }
 }
 
@@ -266,10 +265,10 @@ impl<T: ShmSafe> Deref for Shared<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        debug_assert_eq!(self.segment.payload_len(), size_of::<T>());
-        // SAFETY: the segment was validated for T's size, alignment and type tag, and
-        // its payload is placed aligned for T; every bit pattern is a valid T
-        // (ShmSafe), and the mapping lives as long as `self`.
+        // SAFETY: the segment was validated for T's size, alignment and type tag, its
+        // payload is exactly size_of::<T>() bytes inside the mapping (`adopt`) and placed
+        // aligned for T; every bit pattern is a valid T (ShmSafe), and the mapping lives
+        // as long as `self`.
         unsafe { &*self.segment.payload().as_ptr().cast::<T>() }
     }
 }
@@ -298,10 +297,7 @@ mod tests {
     #[test]
     fn type_tags_tell_same_sized_types_apart() {
         assert_ne!(<u64 as ShmSafe>::type_tag(), <i64 as ShmSafe>::type_tag());
-        assert_ne!(
-            <[u32; 2] as ShmSafe>::type_tag(),
-            <u64 as ShmSafe>::type_tag()
-        );
+        assert_ne!(<[u32; 2] as ShmSafe>::type_tag(), <u64 as ShmSafe>::type_tag());
         assert_eq!(<u64 as ShmSafe>::type_tag(), fnv1a(b"u64"));
     }
 
@@ -315,8 +311,21 @@ mod tests {
             }),
         )
         .unwrap();
-        let shared = Shared::<[u64; 4]>::wrap(seg);
+        let shared = Shared::<[u64; 4]>::adopt(seg).unwrap();
         assert_eq!(*shared, [0, 0, 7, 0]);
         assert!(format!("{shared:?}").contains("[u64; 4]"));
+    }
+
+    #[test]
+    fn a_payload_of_another_length_is_refused() {
+        let mut spec = Shared::<u64>::spec();
+        spec.payload_len = 4; // a header that claims less room than one u64
+        let seg = Segment::heap(&spec, |_| {}).unwrap();
+        assert!(matches!(Shared::<u64>::adopt(seg), Err(OpenError::Corrupted)));
+
+        let mut spec = Shared::<u64>::spec();
+        spec.capacity = 2;
+        let seg = Segment::heap(&spec, |_| {}).unwrap();
+        assert!(matches!(Shared::<u64>::adopt(seg), Err(OpenError::Corrupted)));
     }
 }

@@ -50,25 +50,14 @@ fn racing_open_or_create_yields_one_segment() {
         .unwrap();
         board.visitors.fetch_add(1, Ordering::AcqRel);
         let info = board.info();
-        report(&format!(
-            "{} {} {}",
-            info.instance_id(),
-            info.creator_pid(),
-            std::process::id()
-        ));
+        report(&format!("{} {} {}", info.instance_id(), info.creator_pid(), std::process::id()));
         return;
     }
 
     let name = unique_name("race");
     let _cleanup = Remove::shm(&name);
     let mut racers: Vec<Proc> = (0..RACERS)
-        .map(|_| {
-            spawn(
-                "racing_open_or_create_yields_one_segment",
-                "racer",
-                &[("SEG_NAME", &name)],
-            )
-        })
+        .map(|_| spawn("racing_open_or_create_yields_one_segment", "racer", &[("SEG_NAME", &name)]))
         .collect();
     for racer in &mut racers {
         racer.release();
@@ -83,16 +72,10 @@ fn racing_open_or_create_yields_one_segment() {
 
     let first_id = reports[0].0;
     assert_ne!(first_id, 0);
-    assert!(
-        reports.iter().all(|r| r.0 == first_id),
-        "several segments: {reports:?}"
-    );
+    assert!(reports.iter().all(|r| r.0 == first_id), "several segments: {reports:?}");
     let creators: Vec<_> = reports.iter().filter(|r| r.1 == r.2).collect();
     assert_eq!(creators.len(), 1, "exactly one racer creates: {reports:?}");
-    assert!(
-        reports.iter().all(|r| r.1 == creators[0].2),
-        "all see the same creator"
-    );
+    assert!(reports.iter().all(|r| r.1 == creators[0].2), "all see the same creator");
 
     let board = Shared::<Board>::open(&name).unwrap();
     assert_eq!(board.info().instance_id(), first_id);
@@ -130,10 +113,7 @@ fn a_creator_killed_before_ready_makes_openers_fail_in_time() {
     let err = Shared::<Board>::open_with(&name, &opts).unwrap_err();
     let waited = start.elapsed();
     assert!(matches!(err, OpenError::NotInitialized), "got {err:?}");
-    assert!(
-        waited >= timeout,
-        "gave up after {waited:?}, before the timeout"
-    );
+    assert!(waited >= timeout, "gave up after {waited:?}, before the timeout");
     assert!(waited < Duration::from_secs(5), "took {waited:?}");
 
     let err = Shared::<Board>::open_or_create_with(&name, |_| {}, &opts).unwrap_err();
@@ -165,19 +145,12 @@ fn open_waits_for_a_slow_creator() {
 
     let name = unique_name("slow");
     let _cleanup = Remove::shm(&name);
-    let mut creator = spawn(
-        "open_waits_for_a_slow_creator",
-        "slow-creator",
-        &[("SEG_NAME", &name)],
-    );
+    let mut creator =
+        spawn("open_waits_for_a_slow_creator", "slow-creator", &[("SEG_NAME", &name)]);
     creator.expect("in-init", CHILD_LIMIT);
     let opts = Options::new().open_timeout(Duration::from_secs(10));
     let board = Shared::<Board>::open_with(&name, &opts).unwrap();
-    assert_eq!(
-        board.total.load(Ordering::Relaxed),
-        77,
-        "init's writes are visible"
-    );
+    assert_eq!(board.total.load(Ordering::Relaxed), 77, "init's writes are visible");
     creator.expect("published", CHILD_LIMIT);
     creator.release();
     creator.wait_success(CHILD_LIMIT);
@@ -198,12 +171,7 @@ fn a_symlink_at_the_name_is_refused() {
     assert!(matches!(err, OpenError::AlreadyExists), "got {err:?}");
     let err = Shared::<Board>::open_or_create(&name, |_| {}).unwrap_err();
     assert!(matches!(err, OpenError::PermissionDenied), "got {err:?}");
-    assert!(
-        fs::symlink_metadata(shm_path(&name))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(fs::symlink_metadata(shm_path(&name)).unwrap().file_type().is_symlink());
 }
 
 #[test]
@@ -226,8 +194,7 @@ fn a_segment_owned_by_another_user_is_refused() {
 fn plant(name: &str, bytes: &[u8]) {
     let mut f = fs::File::create(shm_path(name)).unwrap();
     f.write_all(bytes).unwrap();
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[test]
@@ -282,10 +249,7 @@ fn directories_and_fifos_at_the_name_are_refused() {
     let _cleanup = Remove::shm(&name);
     fs::create_dir(shm_path(&name)).unwrap();
     let err = Shared::<Board>::open(&name).unwrap_err();
-    assert!(
-        matches!(err, OpenError::Corrupted),
-        "directory gave {err:?}"
-    );
+    assert!(matches!(err, OpenError::Corrupted), "directory gave {err:?}");
     fs::remove_dir(shm_path(&name)).unwrap();
 
     let path =
@@ -295,10 +259,7 @@ fn directories_and_fifos_at_the_name_are_refused() {
     let start = Instant::now();
     let err = Shared::<Board>::open(&name).unwrap_err();
     assert!(matches!(err, OpenError::Corrupted), "FIFO gave {err:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "opening a FIFO must not block"
-    );
+    assert!(start.elapsed() < Duration::from_secs(1), "opening a FIFO must not block");
 }
 
 #[test]
@@ -329,10 +290,7 @@ fn versions_kinds_and_types_are_checked() {
     }
     patch(16, 1);
     patch(12, 99);
-    assert!(matches!(
-        Shared::<u64>::open(&name),
-        Err(OpenError::VersionMismatch)
-    ));
+    assert!(matches!(Shared::<u64>::open(&name), Err(OpenError::VersionMismatch)));
 }
 
 #[test]
@@ -353,12 +311,8 @@ fn the_mode_is_exact_whatever_the_umask() {
     for (role, want) in [("umask-000", 0o600), ("umask-277", 0o640)] {
         let name = unique_name(role);
         let _cleanup = Remove::shm(&name);
-        spawn(
-            "the_mode_is_exact_whatever_the_umask",
-            role,
-            &[("SEG_NAME", &name)],
-        )
-        .wait_success(CHILD_LIMIT);
+        spawn("the_mode_is_exact_whatever_the_umask", role, &[("SEG_NAME", &name)])
+            .wait_success(CHILD_LIMIT);
         let mode = fs::metadata(shm_path(&name)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, want, "{role}: mode {mode:o}");
     }
@@ -396,28 +350,15 @@ fn unlinking_keeps_live_mappings_working() {
     let name = unique_name("unlink");
     let _cleanup = Remove::shm(&name);
     let board = Shared::<Board>::create(&name, |b| *b.total.get_mut() = 100).unwrap();
-    let mut holder = spawn(
-        "unlinking_keeps_live_mappings_working",
-        "holder",
-        &[("SEG_NAME", &name)],
-    );
+    let mut holder =
+        spawn("unlinking_keeps_live_mappings_working", "holder", &[("SEG_NAME", &name)]);
     holder.expect("opened", CHILD_LIMIT);
 
     Shared::<Board>::unlink(&name).unwrap();
     assert!(!shm_path(&name).exists());
-    assert!(matches!(
-        Shared::<Board>::unlink(&name),
-        Err(OpenError::NotFound)
-    ));
-    assert!(matches!(
-        Shared::<Board>::open(&name),
-        Err(OpenError::NotFound)
-    ));
-    assert_eq!(
-        board.total.load(Ordering::Acquire),
-        100,
-        "our own mapping still works"
-    );
+    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound)));
+    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound)));
+    assert_eq!(board.total.load(Ordering::Acquire), 100, "our own mapping still works");
     // The name is free for a new, unrelated segment.
     let reborn = Shared::<Board>::create(&name, |_| {}).unwrap();
     assert_ne!(reborn.info().instance_id(), board.info().instance_id());
@@ -425,16 +366,8 @@ fn unlinking_keeps_live_mappings_working() {
     holder.release();
     assert_eq!(holder.expect("total=", CHILD_LIMIT), "105");
     holder.wait_success(CHILD_LIMIT);
-    assert_eq!(
-        board.total.load(Ordering::Acquire),
-        105,
-        "the child wrote the unlinked one"
-    );
-    assert_eq!(
-        reborn.total.load(Ordering::Acquire),
-        0,
-        "the new segment is separate"
-    );
+    assert_eq!(board.total.load(Ordering::Acquire), 105, "the child wrote the unlinked one");
+    assert_eq!(reborn.total.load(Ordering::Acquire), 0, "the new segment is separate");
     Shared::<Board>::unlink(&name).unwrap();
 }
 
@@ -442,46 +375,25 @@ fn unlinking_keeps_live_mappings_working() {
 fn names_and_existence_are_checked() {
     let name = unique_name("exists");
     let _cleanup = Remove::shm(&name);
-    assert!(matches!(
-        Shared::<Board>::open(&name),
-        Err(OpenError::NotFound)
-    ));
-    assert!(matches!(
-        Shared::<Board>::unlink(&name),
-        Err(OpenError::NotFound)
-    ));
+    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound)));
+    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound)));
     let board = Shared::<Board>::create(&name, |_| {}).unwrap();
-    assert!(matches!(
-        Shared::<Board>::create(&name, |_| {}),
-        Err(OpenError::AlreadyExists)
-    ));
+    assert!(matches!(Shared::<Board>::create(&name, |_| {}), Err(OpenError::AlreadyExists)));
     assert_eq!(board.info().name(), name);
     assert_eq!(board.info().path(), shm_path(&name));
     assert_eq!(board.info().kind(), ObjectKind::Shared);
     assert_eq!(board.info().creator_pid(), std::process::id());
     assert_eq!(board.info().len(), 128 + std::mem::size_of::<Board>());
-    assert_eq!(
-        fs::metadata(shm_path(&name)).unwrap().len(),
-        board.info().len() as u64
-    );
+    assert_eq!(fs::metadata(shm_path(&name)).unwrap().len(), board.info().len() as u64);
     Shared::<Board>::unlink(&name).unwrap();
 
     for bad in ["", ".", "..", "a/b", "/abs", "sp ace", &"x".repeat(201)] {
         assert!(
-            matches!(
-                Shared::<Board>::create(bad, |_| {}),
-                Err(OpenError::InvalidName)
-            ),
+            matches!(Shared::<Board>::create(bad, |_| {}), Err(OpenError::InvalidName)),
             "{bad:?}"
         );
-        assert!(
-            matches!(Shared::<Board>::open(bad), Err(OpenError::InvalidName)),
-            "{bad:?}"
-        );
-        assert!(
-            matches!(Shared::<Board>::unlink(bad), Err(OpenError::InvalidName)),
-            "{bad:?}"
-        );
+        assert!(matches!(Shared::<Board>::open(bad), Err(OpenError::InvalidName)), "{bad:?}");
+        assert!(matches!(Shared::<Board>::unlink(bad), Err(OpenError::InvalidName)), "{bad:?}");
     }
 }
 
@@ -520,10 +432,7 @@ fn a_panicking_initialiser_leaves_no_file() {
         let _ = Shared::<Board>::create(&name, |_| panic!("init failed"));
     });
     assert!(result.is_err());
-    assert!(
-        !shm_path(&name).exists(),
-        "the half-made segment was left behind"
-    );
+    assert!(!shm_path(&name).exists(), "the half-made segment was left behind");
     drop(Shared::<Board>::create(&name, |_| {}).unwrap());
     Shared::<Board>::unlink(&name).unwrap();
 }
@@ -535,10 +444,7 @@ fn a_full_file_system_is_reported_at_create() {
         // SAFETY: plain libc calls with valid arguments in a single-purpose child.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: 64 * 1024,
-                rlim_max: 64 * 1024,
-            };
+            let lim = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
             assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
         }
         let name = arg("SEG_NAME");
@@ -552,11 +458,8 @@ fn a_full_file_system_is_reported_at_create() {
     }
     let name = unique_name("nospace");
     let _cleanup = Remove::shm(&name);
-    let mut child = spawn(
-        "a_full_file_system_is_reported_at_create",
-        "small-fsize",
-        &[("SEG_NAME", &name)],
-    );
+    let mut child =
+        spawn("a_full_file_system_is_reported_at_create", "small-fsize", &[("SEG_NAME", &name)]);
     child.expect("checked", CHILD_LIMIT);
     child.wait_success(CHILD_LIMIT);
 }

@@ -180,10 +180,7 @@ impl Spec {
             .checked_add(self.payload_len)
             .filter(|&len| len <= MAX_SEGMENT_LEN)
             .ok_or(OpenError::NoSpace)?;
-        Ok(Placement {
-            payload_offset,
-            segment_len,
-        })
+        Ok(Placement { payload_offset, segment_len })
     }
 }
 
@@ -292,19 +289,16 @@ impl Header {
         // Relaxed: the Release store in `publish` orders all of these for openers.
         self.magic.store(MAGIC, Ordering::Relaxed);
         self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
-        self.kind
-            .store(spec.expected.kind.code(), Ordering::Relaxed);
+        self.kind.store(spec.expected.kind.code(), Ordering::Relaxed);
         self.header_len.store(HEADER_LEN as u32, Ordering::Relaxed);
         self.elem_align.store(element.align, Ordering::Relaxed);
         self.creator_pid.store(creator_pid, Ordering::Relaxed);
         self.elem_size.store(element.size, Ordering::Relaxed);
         self.type_tag.store(element.type_tag, Ordering::Relaxed);
         self.capacity.store(spec.capacity, Ordering::Relaxed);
-        self.payload_offset
-            .store(placement.payload_offset, Ordering::Relaxed);
+        self.payload_offset.store(placement.payload_offset, Ordering::Relaxed);
         self.payload_len.store(spec.payload_len, Ordering::Relaxed);
-        self.segment_len
-            .store(placement.segment_len, Ordering::Relaxed);
+        self.segment_len.store(placement.segment_len, Ordering::Relaxed);
         self.instance_id.store(instance_id, Ordering::Relaxed);
     }
 
@@ -349,10 +343,7 @@ impl Header {
             return corrupted;
         };
         if found != want.kind {
-            return Err(OpenError::KindMismatch {
-                expected: want.kind,
-                found,
-            });
+            return Err(OpenError::KindMismatch { expected: want.kind, found });
         }
 
         let segment_len = self.segment_len.load(Ordering::Relaxed);
@@ -362,9 +353,7 @@ impl Header {
         let fits = segment_len == mapped_len
             && segment_len <= MAX_SEGMENT_LEN
             && payload_offset >= HEADER_LEN as u64
-            && payload_offset
-                .checked_add(payload_len)
-                .is_some_and(|end| end <= segment_len);
+            && payload_offset.checked_add(payload_len).is_some_and(|end| end <= segment_len);
         if !fits || !align.is_power_of_two() || align > MAX_ALIGN {
             return corrupted;
         }
@@ -382,10 +371,9 @@ impl Header {
         }
 
         // Both fit in usize: they are at most MAX_SEGMENT_LEN (2^46) on a 64-bit target.
-        let (Ok(payload_offset), Ok(payload_len)) = (
-            usize::try_from(payload_offset),
-            usize::try_from(payload_len),
-        ) else {
+        let (Ok(payload_offset), Ok(payload_len)) =
+            (usize::try_from(payload_offset), usize::try_from(payload_len))
+        else {
             return corrupted;
         };
         Ok(Validated {
@@ -406,11 +394,7 @@ mod tests {
         Spec {
             expected: Expected {
                 kind: ObjectKind::Shared,
-                element: Element {
-                    size: 24,
-                    align: 8,
-                    type_tag: 0xABCD,
-                },
+                element: Element { size: 24, align: 8, type_tag: 0xABCD },
             },
             capacity: 1,
             payload_len: 24,
@@ -439,10 +423,7 @@ mod tests {
     fn placement_aligns_the_payload() {
         assert_eq!(
             spec().placement().unwrap(),
-            Placement {
-                payload_offset: 128,
-                segment_len: 152
-            }
+            Placement { payload_offset: 128, segment_len: 152 }
         );
         let mut big = spec();
         big.expected.element.align = 4096;
@@ -493,66 +474,24 @@ mod tests {
         use OpenError as E;
         let r = Ordering::Relaxed;
         assert!(matches!(damaged(|h| h.magic.store(1, r)), E::Corrupted));
-        assert!(matches!(
-            damaged(|h| h.version.store(2, r)),
-            E::VersionMismatch
-        ));
-        assert!(matches!(
-            damaged(|h| h.header_len.store(64, r)),
-            E::Corrupted
-        ));
+        assert!(matches!(damaged(|h| h.version.store(2, r)), E::VersionMismatch));
+        assert!(matches!(damaged(|h| h.header_len.store(64, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.kind.store(99, r)), E::Corrupted));
         assert!(matches!(
             damaged(|h| h.kind.store(ObjectKind::Lock.code(), r)),
-            E::KindMismatch {
-                expected: ObjectKind::Shared,
-                found: ObjectKind::Lock
-            }
+            E::KindMismatch { expected: ObjectKind::Shared, found: ObjectKind::Lock }
         ));
-        assert!(matches!(
-            damaged(|h| h.segment_len.store(153, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.payload_offset.store(64, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.payload_offset.store(u64::MAX, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.payload_len.store(25, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.payload_len.store(u64::MAX, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.elem_align.store(0, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.elem_align.store(6, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.elem_align.store(256, r)),
-            E::Corrupted
-        ));
-        assert!(matches!(
-            damaged(|h| h.elem_align.store(4, r)),
-            E::LayoutMismatch
-        ));
-        assert!(matches!(
-            damaged(|h| h.elem_size.store(16, r)),
-            E::LayoutMismatch
-        ));
-        assert!(matches!(
-            damaged(|h| h.type_tag.store(1, r)),
-            E::LayoutMismatch
-        ));
+        assert!(matches!(damaged(|h| h.segment_len.store(153, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.payload_offset.store(64, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.payload_offset.store(u64::MAX, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.payload_len.store(25, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.payload_len.store(u64::MAX, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.elem_align.store(0, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.elem_align.store(6, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.elem_align.store(256, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.elem_align.store(4, r)), E::LayoutMismatch));
+        assert!(matches!(damaged(|h| h.elem_size.store(16, r)), E::LayoutMismatch));
+        assert!(matches!(damaged(|h| h.type_tag.store(1, r)), E::LayoutMismatch));
     }
 
     #[test]
@@ -577,11 +516,7 @@ mod loom_tests {
             let spec = Spec {
                 expected: Expected {
                     kind: ObjectKind::Shared,
-                    element: Element {
-                        size: 8,
-                        align: 8,
-                        type_tag: 5,
-                    },
+                    element: Element { size: 8, align: 8, type_tag: 5 },
                 },
                 capacity: 1,
                 payload_len: 8,
@@ -608,9 +543,7 @@ mod loom_tests {
                     State::Invalid => panic!("the state word never holds other values"),
                 }
             }
-            let v = header
-                .validate(placement.segment_len, &spec.expected)
-                .unwrap();
+            let v = header.validate(placement.segment_len, &spec.expected).unwrap();
             assert_eq!(v.instance_id, 99);
             // SAFETY: READY was seen with Acquire, so the creator's write happened before.
             assert_eq!(payload.with(|p| unsafe { *p }), 0xFEED);

@@ -85,10 +85,7 @@ enum Memory {
     Mapped(memmap2::MmapRaw),
     /// A private, zeroed heap block: unit tests and Miri, which cannot map files.
     #[cfg(test)]
-    Heap {
-        ptr: NonNull<u8>,
-        layout: std::alloc::Layout,
-    },
+    Heap { ptr: NonNull<u8>, layout: std::alloc::Layout },
 }
 
 impl Memory {
@@ -131,9 +128,7 @@ unsafe impl Sync for Segment {}
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Segment").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -183,14 +178,7 @@ impl Segment {
         header.publish();
         undo.disarm();
 
-        Ok(Self::assemble(
-            memory,
-            name,
-            path,
-            spec.expected.kind,
-            v,
-            placement.segment_len,
-        ))
+        Ok(Self::assemble(memory, name, path, spec.expected.kind, v, placement.segment_len))
     }
 
     /// Opens the existing segment `name`, waiting up to `opts.open_timeout` for its
@@ -297,14 +285,7 @@ impl Segment {
         init(unsafe { ptr.add(v.payload_offset) });
         header.publish();
         let path = PathBuf::from("<heap>");
-        Ok(Self::assemble(
-            memory,
-            "heap",
-            path,
-            spec.expected.kind,
-            v,
-            placement.segment_len,
-        ))
+        Ok(Self::assemble(memory, "heap", path, spec.expected.kind, v, placement.segment_len))
     }
 
     fn assemble(
@@ -392,22 +373,17 @@ fn reserve(fd: &OwnedFd, len: u64) -> Result<(), OpenError> {
 /// first touches do not fault.
 fn map(fd: &OwnedFd, len: u64) -> Result<Memory, OpenError> {
     let len = usize::try_from(len).map_err(|_| OpenError::NoSpace)?;
-    let raw = memmap2::MmapOptions::new()
-        .len(len)
-        .populate()
-        .map_raw(fd.as_raw_fd())
-        .map_err(|e| match e.raw_os_error() {
+    let raw = memmap2::MmapOptions::new().len(len).populate().map_raw(fd.as_raw_fd()).map_err(
+        |e| match e.raw_os_error() {
             Some(errno) => OpenError::from(Errno::from_raw_os_error(errno)),
             None => OpenError::Io(e),
-        })?;
+        },
+    )?;
     Ok(Memory::Mapped(raw))
 }
 
 fn current_pid() -> u32 {
-    rustix::process::getpid()
-        .as_raw_nonzero()
-        .get()
-        .unsigned_abs()
+    rustix::process::getpid().as_raw_nonzero().get().unsigned_abs()
 }
 
 /// A random non-zero id for a new segment. Without getrandom (it cannot fail on Linux
@@ -437,12 +413,9 @@ struct UnlinkOnDrop {
 impl UnlinkOnDrop {
     fn new(path: &Path, fd: &OwnedFd) -> Result<Self, OpenError> {
         match rustix::fs::fstat(fd) {
-            Ok(st) => Ok(Self {
-                path: path.to_path_buf(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                armed: true,
-            }),
+            Ok(st) => {
+                Ok(Self { path: path.to_path_buf(), dev: st.st_dev, ino: st.st_ino, armed: true })
+            }
             // Without an inode to compare we unlink by name: we created it an instant ago.
             Err(e) => {
                 let _ = rustix::fs::unlink(path);
@@ -498,11 +471,7 @@ mod tests {
         Spec {
             expected: Expected {
                 kind: ObjectKind::Shared,
-                element: Element {
-                    size,
-                    align: 8,
-                    type_tag: 1,
-                },
+                element: Element { size, align: 8, type_tag: 1 },
             },
             capacity: 1,
             payload_len: size,

@@ -15,11 +15,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), OpenError> {
         && name != "."
         && name != ".."
         && name.bytes().all(allowed);
-    if ok {
-        Ok(())
-    } else {
-        Err(OpenError::InvalidName)
-    }
+    if ok { Ok(()) } else { Err(OpenError::InvalidName) }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -28,15 +24,7 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_charset() {
-        for name in [
-            "jobs",
-            "a",
-            "jobs.lock",
-            "A-Z_0.9",
-            "...",
-            ".hidden",
-            &"x".repeat(200),
-        ] {
+        for name in ["jobs", "a", "jobs.lock", "A-Z_0.9", "...", ".hidden", &"x".repeat(200)] {
             assert!(validate_name(name).is_ok(), "{name:?} should be valid");
         }
     }
@@ -44,9 +32,8 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         let long = "x".repeat(201);
-        for name in [
-            "", ".", "..", "/jobs", "a/b", "jobs/", "a b", "é", "a\0b", "a\nb", "*", &long,
-        ] {
+        for name in ["", ".", "..", "/jobs", "a/b", "jobs/", "a b", "é", "a\0b", "a\nb", "*", &long]
+        {
             assert!(
                 matches!(validate_name(name), Err(OpenError::InvalidName)),
                 "{name:?} should be rejected"

@@ -31,11 +31,7 @@ impl Options {
     /// The defaults: mode `0o600`, the POSIX shared-memory directory (`/dev/shm`), and an
     /// open timeout of one second.
     pub fn new() -> Self {
-        Self {
-            mode: 0o600,
-            dir: None,
-            open_timeout: Duration::from_secs(1),
-        }
+        Self { mode: 0o600, dir: None, open_timeout: Duration::from_secs(1) }
     }
 
     /// The permission bits of a created segment, applied with `fchmod` after creation so
@@ -90,10 +86,7 @@ mod tests {
         assert_eq!(d.mode, 0o600);
         assert_eq!(d.open_timeout, Duration::from_secs(1));
         assert_eq!(d.path_of("jobs"), Path::new("/dev/shm/jobs"));
-        let o = Options::new()
-            .mode(0o640)
-            .dir("/tmp/x")
-            .open_timeout(Duration::ZERO);
+        let o = Options::new().mode(0o640).dir("/tmp/x").open_timeout(Duration::ZERO);
         assert_eq!((o.mode, o.open_timeout), (0o640, Duration::ZERO));
         assert_eq!(o.path_of("jobs"), Path::new("/tmp/x/jobs"));
     }

@@ -47,8 +47,7 @@ pub fn wait_for_parent(limit: Duration) {
         let _ = std::io::stdin().read_line(&mut line);
         let _ = tx.send(());
     });
-    rx.recv_timeout(limit)
-        .expect("the parent never opened the gate");
+    rx.recv_timeout(limit).expect("the parent never opened the gate");
 }
 
 /// A running child and the `@@` lines it has printed.
@@ -86,12 +85,7 @@ pub fn spawn(test: &str, role: &str, env: &[(&str, &str)]) -> Proc {
         }
     });
     let stdin = child.stdin.take();
-    Proc {
-        child,
-        stdin,
-        lines,
-        name: format!("{test}/{role}"),
-    }
+    Proc { child, stdin, lines, name: format!("{test}/{role}") }
 }
 
 impl Proc {

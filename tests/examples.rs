@@ -1,0 +1,42 @@
+//! Every example runs to completion and leaves /dev/shm as it found it.
+#![cfg(not(miri))]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `cargo test` builds the examples next to the test binaries' directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} is missing: run the examples through `cargo test`", path.display());
+    path
+}
+
+fn run_bounded(name: &str, limit: Duration) -> String {
+    let mut child =
+        Command::new(example(name)).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let end = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("example {name} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "example {name} failed: {}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn two_process_example_round_trips_and_cleans_up() {
+    let out = run_bounded("two_process", Duration::from_secs(60));
+    let pid_line = out.lines().next().expect("the example printed nothing");
+    let parent_pid = pid_line.split([' ', ':']).nth(1).unwrap();
+    let name = format!("two-process-demo-{parent_pid}");
+    assert!(out.contains("read \"hello from the creator\""), "{out}");
+    assert!(out.contains("replied 1 time(s)"), "{out}");
+    assert!(!PathBuf::from("/dev/shm").join(&name).exists(), "{name} was left in /dev/shm");
+}
