@@ -9,12 +9,13 @@
 //!
 //! # Example: two processes, one segment
 //!
-//! The first process creates a segment holding a `#[repr(C)]` struct; any process of the
-//! same user opens it by name. Here the "other process" is this program run again.
+//! The parent creates a segment holding a `#[repr(C)]` struct and starts a child (here,
+//! this same program again); the child opens the segment by name and updates it.
 //!
-//! ```
+//! ```rust,standalone_crate
+//! use std::process::Command;
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use shmsync::{Options, Shared, ShmSafe};
+//! use shmsync::{Shared, ShmSafe};
 //!
 //! #[repr(C)]
 //! struct Stats {
@@ -23,18 +24,21 @@
 //! // SAFETY: repr(C), no pointers, every bit pattern is valid, shared state is atomic.
 //! unsafe impl ShmSafe for Stats {}
 //!
-//! # let dir = std::env::temp_dir();
-//! # let name = format!("doc-stats-{}", std::process::id());
-//! # let opts = Options::new().dir(&dir);
-//! // In the parent (the name is usually a constant such as "stats"):
-//! let stats = Shared::<Stats>::create_with(&name, |s| *s.visits.get_mut() = 1, &opts)?;
+//! if let Ok(name) = std::env::var("STATS_NAME") {
+//!     // The child: any process of the same user can open the segment by its name.
+//!     let stats = Shared::<Stats>::open(&name)?;
+//!     stats.visits.fetch_add(1, Ordering::Relaxed);
+//!     return Ok(());
+//! }
 //!
-//! // In a child, or any unrelated process of the same user:
-//! let seen = Shared::<Stats>::open_with(&name, &opts)?;
-//! seen.visits.fetch_add(1, Ordering::Relaxed);
-//!
+//! // The parent. Real programs use a fixed name such as "stats".
+//! let name = format!("doc-stats-{}", std::process::id());
+//! let stats = Shared::<Stats>::create(&name, |s| *s.visits.get_mut() = 1)?;
+//! let child = Command::new(std::env::current_exe()?).env("STATS_NAME", &name).status()?;
+//! assert!(child.success());
 //! assert_eq!(stats.visits.load(Ordering::Relaxed), 2);
-//! Shared::<Stats>::unlink_with(&name, &opts)?; // the name goes; live mappings stay valid
+//!
+//! Shared::<Stats>::unlink(&name)?; // the name goes; live mappings stay valid
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
