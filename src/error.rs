@@ -1,4 +1,4 @@
-//! Errors of the segment layer, shared by every named object.
+//! Error types: opening objects, locking, releasing semaphores.
 
 use std::fmt;
 use std::io;
@@ -104,6 +104,148 @@ impl From<rustix::io::Errno> for OpenError {
             other => Self::Io(io::Error::from_raw_os_error(other.raw_os_error())),
         }
     }
+}
+
+/// The result of a blocking lock operation: the guard, or why there is no usable one.
+pub type LockResult<G> = Result<G, LockError<G>>;
+
+/// Why `lock` did not return a plain guard.
+///
+/// Like POSIX robust mutexes (`EOWNERDEAD`, `ENOTRECOVERABLE`), and unlike std's poisoning,
+/// the caller of `OwnerDied` **holds** the lock: it may repair the protected state and call
+/// `mark_consistent` on the guard, or drop the guard to declare the state lost, which makes
+/// the lock [`NotRecoverable`](LockError::NotRecoverable) for everyone.
+#[non_exhaustive]
+pub enum LockError<G> {
+    /// The previous owner died (its process was killed or its thread exited) while
+    /// holding the lock. The caller now holds it; the protected state may be half-updated.
+    OwnerDied(G),
+    /// An owner's death was never repaired: the lock can no longer be acquired by anyone.
+    NotRecoverable,
+}
+
+/// Why a `try_lock` form did not return a plain guard.
+#[non_exhaustive]
+pub enum TryLockError<G> {
+    /// Another owner holds the lock (for the timed forms: for the whole timeout).
+    WouldBlock,
+    /// As [`LockError::OwnerDied`]: the caller holds the lock of a dead owner.
+    OwnerDied(G),
+    /// As [`LockError::NotRecoverable`].
+    NotRecoverable,
+}
+
+impl<G> LockError<G> {
+    /// The guard, if the caller holds the lock (`OwnerDied`).
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            Self::OwnerDied(g) => Some(g),
+            Self::NotRecoverable => None,
+        }
+    }
+
+    /// Applies `f` to the guard inside, keeping the variant.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            Self::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            Self::NotRecoverable => LockError::NotRecoverable,
+        }
+    }
+}
+
+impl<G> TryLockError<G> {
+    /// The guard, if the caller holds the lock (`OwnerDied`).
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            Self::OwnerDied(g) => Some(g),
+            Self::WouldBlock | Self::NotRecoverable => None,
+        }
+    }
+
+    /// Applies `f` to the guard inside, keeping the variant.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> TryLockError<H> {
+        match self {
+            Self::OwnerDied(g) => TryLockError::OwnerDied(f(g)),
+            Self::WouldBlock => TryLockError::WouldBlock,
+            Self::NotRecoverable => TryLockError::NotRecoverable,
+        }
+    }
+}
+
+impl<G> From<LockError<G>> for TryLockError<G> {
+    fn from(e: LockError<G>) -> Self {
+        match e {
+            LockError::OwnerDied(g) => Self::OwnerDied(g),
+            LockError::NotRecoverable => Self::NotRecoverable,
+        }
+    }
+}
+
+// Debug without requiring `G: Debug`, as std's `PoisonError` does, so that `?` and
+// `unwrap` work on results carrying guards.
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            Self::NotRecoverable => f.write_str("NotRecoverable"),
+        }
+    }
+}
+
+impl<G> fmt::Debug for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("WouldBlock"),
+            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            Self::NotRecoverable => f.write_str("NotRecoverable"),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OwnerDied(_) => f.write_str("the lock's previous owner died holding it"),
+            Self::NotRecoverable => f.write_str("the lock is not recoverable"),
+        }
+    }
+}
+
+impl<G> fmt::Display for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("the lock is held by another owner"),
+            Self::OwnerDied(_) => f.write_str("the lock's previous owner died holding it"),
+            Self::NotRecoverable => f.write_str("the lock is not recoverable"),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+impl<G> std::error::Error for TryLockError<G> {}
+
+/// Why a semaphore `release` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The count is at its bound (`max` of a bounded semaphore, or the largest count any
+    /// semaphore can hold): the release was refused and changed nothing.
+    Overflow,
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Overflow => f.write_str("semaphore released past its bound"),
+        }
+    }
+}
+
+impl std::error::Error for ReleaseError {}
+
+/// The `OpenError::Io(InvalidInput)` for an argument a constructor cannot accept.
+pub(crate) fn invalid_input(message: String) -> OpenError {
+    OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))
 }
 
 #[cfg(all(test, not(loom)))]

@@ -7,10 +7,9 @@
 //! with `FUTEX_WAIT_BITSET` (which takes an absolute time), so a wait interrupted by a
 //! signal and retried never waits longer than asked.
 //!
-//! Under `cfg(loom)` the calls are modelled: [`wait`] yields to the scheduler and returns
-//! as a spurious wake-up would, [`wake_one`] and [`wake_all`] do nothing. Every caller
-//! must therefore re-check its condition in a loop, which it has to do anyway: futex
-//! wake-ups may be spurious.
+//! Under `cfg(loom)` the calls are modelled by a loom condition variable (see `model`): a
+//! lost wake-up becomes a deadlock that loom reports. Every caller re-checks its condition
+//! in a loop, as it must anyway: futex wake-ups may be spurious.
 
 use std::time::{Duration, Instant};
 
@@ -156,25 +155,56 @@ fn wake(word: &AtomicU32, count: u32) -> usize {
     futex::wake(word.as_std(), futex::Flags::empty(), count).unwrap_or(0)
 }
 
+/// The loom model of the kernel's futex table: one lock and condition variable for all
+/// words. `wait` checks the word under the lock and sleeps atomically with releasing it,
+/// so a wake that follows a change of the word can never be missed, exactly as with the
+/// kernel's hash-bucket lock. A waiter that nobody wakes blocks for good, and loom reports
+/// the deadlock: that is how the models catch lost wake-ups.
 #[cfg(loom)]
-#[allow(dead_code)]
-pub(crate) fn wait(_word: &AtomicU32, _expected: u32, deadline: &Deadline) -> WaitOutcome {
-    if deadline.has_passed() {
-        return WaitOutcome::TimedOut;
+mod model {
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        pub(super) static ref TABLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
     }
-    crate::loom::thread::yield_now();
-    WaitOutcome::Woken
 }
 
 #[cfg(loom)]
 #[allow(dead_code)]
-pub(crate) fn wake_one(_word: &AtomicU32) -> usize {
-    0
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> WaitOutcome {
+    use crate::loom::Ordering;
+    if deadline.has_passed() {
+        return WaitOutcome::TimedOut;
+    }
+    let (lock, sleepers) = &*model::TABLE;
+    let guard = lock.lock().unwrap();
+    if word.load(Ordering::SeqCst) != expected {
+        return WaitOutcome::Woken;
+    }
+    if deadline.0.is_some() {
+        // A timed wait may end at any moment: model it as an immediate spurious return,
+        // so that no model depends on how long a timeout is.
+        drop(guard);
+        crate::loom::thread::yield_now();
+        return WaitOutcome::Woken;
+    }
+    drop(sleepers.wait(guard).unwrap());
+    WaitOutcome::Woken
+}
+
+/// Wakes every sleeper: a spurious wake-up is always allowed, a missing one never.
+#[cfg(loom)]
+#[allow(dead_code)]
+pub(crate) fn wake_one(word: &AtomicU32) -> usize {
+    wake_all(word)
 }
 
 #[cfg(loom)]
 #[allow(dead_code)]
 pub(crate) fn wake_all(_word: &AtomicU32) -> usize {
+    let (lock, sleepers) = &*model::TABLE;
+    let _guard = lock.lock().unwrap();
+    sleepers.notify_all();
     0
 }
 

@@ -52,7 +52,11 @@
 //!
 //! # Crate layout
 //!
-//! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment.
+//! - [`Lock`], [`Event`], [`Condition`], [`Semaphore`]: futex-based synchronisation
+//!   that makes no syscall when uncontended; the lock reports its owner's death.
+//! - [`Value`], [`Array`]: plain data with its own lock.
+//! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
+//!   [`raw`] primitives.
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
 //!   object shares.
 //!
@@ -68,14 +72,28 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm");
 
+mod condition;
 mod error;
+mod event;
 mod futex;
+mod lock;
 mod loom;
+mod object;
+pub mod raw;
+mod robust;
 mod segment;
+mod semaphore;
 mod shared;
+mod value;
 
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
-pub use error::OpenError;
+pub use condition::Condition;
+pub use error::{LockError, LockResult, OpenError, ReleaseError, TryLockError};
+pub use event::Event;
+pub use lock::Lock;
+pub use raw::LockGuard;
 pub use segment::{ObjectKind, Options, SegmentInfo};
+pub use semaphore::Semaphore;
 pub use shared::{Shared, ShmSafe};
+pub use value::{Array, ArrayGuard, Value};

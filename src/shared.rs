@@ -2,13 +2,11 @@
 
 use std::any::type_name;
 use std::fmt;
-use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
 use std::ops::Deref;
-use std::ptr::NonNull;
 
 use crate::OpenError;
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::object::{Object, named_object_common};
+use crate::segment::{ObjectKind, Options};
 
 /// Types that may live in shared memory and be viewed by several processes at once.
 ///
@@ -60,7 +58,7 @@ unsafe impl<T: bytemuck::Pod> ShmSafe for T {}
 
 /// 64-bit FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`), and good
 /// enough to tell type names apart.
-const fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325_u64;
     let mut i = 0;
     while i < bytes.len() {
@@ -111,49 +109,10 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 /// # Ok::<(), shmsync::OpenError>(())
 /// ```
 pub struct Shared<T: ShmSafe> {
-    segment: Segment,
-    _holds: PhantomData<T>,
+    inner: Object<T>,
 }
 
-// SAFETY: a Shared<T> is a shared reference to a T that other processes (so, in effect,
-// other threads) also reference: like `Arc<T>`, it may move to or be used from another
-// thread when `T: Sync`.
-unsafe impl<T: ShmSafe + Sync> Send for Shared<T> {}
-// SAFETY: as above.
-unsafe impl<T: ShmSafe + Sync> Sync for Shared<T> {}
-
 impl<T: ShmSafe> Shared<T> {
-    const ALIGN_FITS: () = assert!(
-        align_of::<T>() <= 4096,
-        "Shared<T> supports alignments up to the page size (4096)"
-    );
-
-    fn expected() -> Expected {
-        Expected {
-            kind: ObjectKind::Shared,
-            element: Element {
-                size: size_of::<T>() as u64,
-                align: align_of::<T>() as u32,
-                type_tag: T::type_tag(),
-            },
-        }
-    }
-
-    fn spec() -> Spec {
-        let () = Self::ALIGN_FITS;
-        Spec { expected: Self::expected(), capacity: 1, payload_len: size_of::<T>() as u64 }
-    }
-
-    /// Runs the caller's initialiser on the zeroed payload.
-    fn initialiser(init: impl FnOnce(&mut T)) -> impl FnOnce(NonNull<u8>) {
-        move |payload| {
-            // SAFETY: the payload is size_of::<T>() zeroed bytes aligned for T (the
-            // segment placed it), a valid T by the ShmSafe contract, and no other process
-            // touches it before the segment is published after this returns.
-            init(unsafe { &mut *payload.as_ptr().cast::<T>() })
-        }
-    }
-
     /// Creates the segment `name` in `/dev/shm`, zero-filled, and runs `init` on it
     /// before any other process can open it.
     ///
@@ -177,28 +136,7 @@ impl<T: ShmSafe> Shared<T> {
         init: impl FnOnce(&mut T),
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        Segment::create(name, &Self::spec(), opts, Self::initialiser(init)).and_then(Self::adopt)
-    }
-
-    /// Opens the existing segment `name` in `/dev/shm`.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `InvalidName`, `NotInitialized` (the creator did not publish within
-    /// the open timeout), `KindMismatch` (not a `Shared`), `LayoutMismatch` (another
-    /// `T`), `VersionMismatch`, `Corrupted`, `PermissionDenied` (also for symbolic links
-    /// and files of other users), `Io`.
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`open`](Self::open) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Segment::open(name, &Self::expected(), opts).and_then(Self::adopt)
+        Object::create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
     }
 
     /// Opens `name`, or creates it if absent. Race-free between processes: of many
@@ -222,54 +160,17 @@ impl<T: ShmSafe> Shared<T> {
         init: impl FnOnce(&mut T),
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        Segment::open_or_create(name, &Self::spec(), opts, Self::initialiser(init))
-            .and_then(Self::adopt)
+        Object::open_or_create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
     }
 
-    /// Removes the name `name` from `/dev/shm`. Existing mappings, in this process and
-    /// others, stay valid until dropped; a later `create` of the name makes a new,
-    /// unrelated segment.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound` if nothing has the name, `InvalidName`, `PermissionDenied`, `Io`.
-    pub fn unlink(name: &str) -> Result<(), OpenError> {
-        Self::unlink_with(name, &Options::new())
-    }
-
-    /// [`unlink`](Self::unlink) in the directory of `opts`.
-    ///
-    /// # Errors
-    ///
-    /// As [`unlink`](Self::unlink).
-    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
-        Segment::unlink(name, opts)
-    }
-
-    /// Facts about the segment: name, path, instance id, creator pid, length.
-    pub fn info(&self) -> &SegmentInfo {
-        self.segment.info()
-    }
-
-    /// Takes a segment whose element matched `T`, checking the parts of the header the
-    /// segment layer leaves to each object: the payload must hold exactly one `T`.
-    fn adopt(segment: Segment) -> Result<Self, OpenError> {
-        if segment.payload_len() != size_of::<T>() || segment.capacity() != 1 {
-            return Err(OpenError::Corrupted);
-        }
-        Ok(Self { segment, _holds: PhantomData })
-    }
+    named_object_common!(ObjectKind::Shared, "segment");
 }
 
 impl<T: ShmSafe> Deref for Shared<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // SAFETY: the segment was validated for T's size, alignment and type tag, its
-        // payload is exactly size_of::<T>() bytes inside the mapping (`adopt`) and placed
-        // aligned for T; every bit pattern is a valid T (ShmSafe), and the mapping lives
-        // as long as `self`.
-        unsafe { &*self.segment.payload().as_ptr().cast::<T>() }
+        self.inner.get()
     }
 }
 
@@ -303,29 +204,22 @@ mod tests {
 
     #[test]
     fn a_heap_segment_derefs_to_the_initialised_value() {
-        let seg = Segment::heap(
-            &Shared::<[u64; 4]>::spec(),
-            Shared::<[u64; 4]>::initialiser(|v| {
-                assert_eq!(*v, [0; 4]);
-                v[2] = 7;
-            }),
-        )
+        let inner = Object::<[u64; 4]>::heap(ObjectKind::Shared, |v| {
+            assert_eq!(*v, [0; 4]);
+            v[2] = 7;
+        })
         .unwrap();
-        let shared = Shared::<[u64; 4]>::adopt(seg).unwrap();
+        let shared = Shared { inner };
         assert_eq!(*shared, [0, 0, 7, 0]);
         assert!(format!("{shared:?}").contains("[u64; 4]"));
     }
 
     #[test]
     fn a_payload_of_another_length_is_refused() {
-        let mut spec = Shared::<u64>::spec();
-        spec.payload_len = 4; // a header that claims less room than one u64
-        let seg = Segment::heap(&spec, |_| {}).unwrap();
-        assert!(matches!(Shared::<u64>::adopt(seg), Err(OpenError::Corrupted)));
-
-        let mut spec = Shared::<u64>::spec();
-        spec.capacity = 2;
-        let seg = Segment::heap(&spec, |_| {}).unwrap();
-        assert!(matches!(Shared::<u64>::adopt(seg), Err(OpenError::Corrupted)));
+        // A header that claims less room than one u64, or several of them.
+        let short = Object::<u64>::heap_with_spec(|s| s.payload_len = 4);
+        assert!(matches!(short, Err(OpenError::Corrupted)));
+        let many = Object::<u64>::heap_with_spec(|s| s.capacity = 2);
+        assert!(matches!(many, Err(OpenError::Corrupted)));
     }
 }

@@ -81,8 +81,9 @@ impl SegmentInfo {
 
 /// Where a segment's bytes live.
 enum Memory {
-    /// A shared mapping of the segment file: the real thing.
-    Mapped(memmap2::MmapRaw),
+    /// A shared mapping of the segment file: the real thing. Unmapped on drop unless a
+    /// robust lock inside it is still linked (a leaked guard): see `crate::robust`.
+    Mapped(std::mem::ManuallyDrop<memmap2::MmapRaw>),
     /// A private, zeroed heap block: unit tests and Miri, which cannot map files.
     #[cfg(test)]
     Heap { ptr: NonNull<u8>, layout: std::alloc::Layout },
@@ -101,10 +102,21 @@ impl Memory {
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        #[cfg(test)]
-        if let Self::Heap { ptr, layout } = self {
-            // SAFETY: allocated in `Segment::heap` with exactly this layout, freed once.
-            unsafe { std::alloc::dealloc(ptr.as_ptr(), *layout) };
+        match self {
+            Self::Mapped(map) => {
+                // A lock whose guard was leaked is still in some thread's robust list;
+                // unmapping would leave that list pointing at unmapped (or reused)
+                // memory. Keeping the mapping is the only sound choice.
+                if !crate::robust::any_linked_in(map.as_ptr() as usize, map.len()) {
+                    // SAFETY: dropped exactly once, here; nothing uses it afterwards.
+                    unsafe { std::mem::ManuallyDrop::drop(map) };
+                }
+            }
+            #[cfg(test)]
+            Self::Heap { ptr, layout } => {
+                // SAFETY: allocated in `Segment::heap` with exactly this layout, freed once.
+                unsafe { std::alloc::dealloc(ptr.as_ptr(), *layout) };
+            }
         }
     }
 }
@@ -379,7 +391,7 @@ fn map(fd: &OwnedFd, len: u64) -> Result<Memory, OpenError> {
             None => OpenError::Io(e),
         },
     )?;
-    Ok(Memory::Mapped(raw))
+    Ok(Memory::Mapped(std::mem::ManuallyDrop::new(raw)))
 }
 
 fn current_pid() -> u32 {

@@ -1,0 +1,214 @@
+//! The named-object plumbing shared by every type that owns one segment holding one
+//! `ShmSafe` value: `Shared<T>`, `Lock`, `Event`, `Condition`, `Semaphore`, `Value<T>`.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use crate::OpenError;
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::shared::ShmSafe;
+
+/// A segment of kind `kind` whose payload is exactly one `T`.
+pub(crate) struct Object<T: ShmSafe> {
+    segment: Segment,
+    _holds: PhantomData<T>,
+}
+
+// SAFETY: the handle only gives out `&T`, like `Arc<T>`: sharing it across threads is
+// sound when `T: Sync`.
+unsafe impl<T: ShmSafe + Sync> Send for Object<T> {}
+// SAFETY: as above.
+unsafe impl<T: ShmSafe + Sync> Sync for Object<T> {}
+
+impl<T: ShmSafe> Object<T> {
+    const ALIGN_FITS: () = assert!(
+        align_of::<T>() <= 4096,
+        "shared-memory objects support alignments up to the page size (4096)"
+    );
+
+    fn expected(kind: ObjectKind) -> Expected {
+        Expected {
+            kind,
+            element: Element {
+                size: size_of::<T>() as u64,
+                align: align_of::<T>() as u32,
+                type_tag: T::type_tag(),
+            },
+        }
+    }
+
+    fn spec(kind: ObjectKind) -> Spec {
+        let () = Self::ALIGN_FITS;
+        Spec { expected: Self::expected(kind), capacity: 1, payload_len: size_of::<T>() as u64 }
+    }
+
+    /// Runs the caller's initialiser on the zeroed payload.
+    fn initialiser(init: impl FnOnce(&mut T)) -> impl FnOnce(NonNull<u8>) {
+        move |payload| {
+            // SAFETY: the payload is size_of::<T>() zeroed bytes aligned for T (the
+            // segment placed it), a valid T by the ShmSafe contract, and no other process
+            // touches it before the segment is published after this returns.
+            init(unsafe { &mut *payload.as_ptr().cast::<T>() })
+        }
+    }
+
+    pub(crate) fn create(
+        name: &str,
+        kind: ObjectKind,
+        opts: &Options,
+        init: impl FnOnce(&mut T),
+    ) -> Result<Self, OpenError> {
+        Segment::create(name, &Self::spec(kind), opts, Self::initialiser(init))
+            .and_then(Self::adopt)
+    }
+
+    pub(crate) fn open(name: &str, kind: ObjectKind, opts: &Options) -> Result<Self, OpenError> {
+        Segment::open(name, &Self::expected(kind), opts).and_then(Self::adopt)
+    }
+
+    pub(crate) fn open_or_create(
+        name: &str,
+        kind: ObjectKind,
+        opts: &Options,
+        init: impl FnOnce(&mut T),
+    ) -> Result<Self, OpenError> {
+        Segment::open_or_create(name, &Self::spec(kind), opts, Self::initialiser(init))
+            .and_then(Self::adopt)
+    }
+
+    /// Takes a segment whose element matched `T`, checking the parts of the header the
+    /// segment layer leaves to each object: the payload must hold exactly one `T`.
+    pub(crate) fn adopt(segment: Segment) -> Result<Self, OpenError> {
+        if segment.payload_len() != size_of::<T>() || segment.capacity() != 1 {
+            return Err(OpenError::Corrupted);
+        }
+        Ok(Self { segment, _holds: PhantomData })
+    }
+
+    /// The value in the segment.
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: the segment was validated for T's size, alignment and type tag, its
+        // payload is exactly size_of::<T>() bytes inside the mapping (`adopt`) and placed
+        // aligned for T; every bit pattern is a valid T (ShmSafe), and the mapping lives
+        // as long as `self`.
+        unsafe { &*self.segment.payload().as_ptr().cast::<T>() }
+    }
+
+    pub(crate) fn info(&self) -> &SegmentInfo {
+        self.segment.info()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn heap(kind: ObjectKind, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
+        Segment::heap(&Self::spec(kind), Self::initialiser(init)).and_then(Self::adopt)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn heap_with_spec(spec: impl FnOnce(&mut Spec)) -> Result<Self, OpenError> {
+        let mut s = Self::spec(ObjectKind::Shared);
+        spec(&mut s);
+        Segment::heap(&s, |_| {}).and_then(Self::adopt)
+    }
+}
+
+/// Implements the constructors every single-value named object shares: `open`,
+/// `open_with`, `unlink`, `unlink_with` and `info`. The type must be a struct with one
+/// field `inner: Object<_>` and `$kind` its [`ObjectKind`].
+macro_rules! named_object_common {
+    ($kind:expr, $what:literal) => {
+        #[doc = concat!("Opens the existing ", $what, " called `name` in `/dev/shm`.")]
+        ///
+        /// # Errors
+        ///
+        /// `NotFound`, `InvalidName`, `NotInitialized` (its creator did not finish within
+        /// the open timeout), `KindMismatch` (another kind of object), `LayoutMismatch`,
+        /// `VersionMismatch`, `Corrupted`, `PermissionDenied`, `Io`: see
+        /// [`OpenError`](crate::OpenError).
+        pub fn open(name: &str) -> Result<Self, $crate::OpenError> {
+            Self::open_with(name, &$crate::Options::new())
+        }
+
+        #[doc = concat!("Opens the existing ", $what, " called `name` with explicit [`Options`](crate::Options).")]
+        ///
+        /// # Errors
+        ///
+        /// As `open`.
+        pub fn open_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
+            $crate::object::Object::open(name, $kind, opts).map(|inner| Self { inner })
+        }
+
+        #[doc = concat!("Removes the name of the ", $what, " `name` from `/dev/shm`.")]
+        ///
+        /// Handles that are open, in this process and others, keep working; a later
+        /// `create` of the name makes a new, unrelated object.
+        ///
+        /// # Errors
+        ///
+        /// `NotFound` if nothing has the name, `InvalidName`, `PermissionDenied`, `Io`.
+        pub fn unlink(name: &str) -> Result<(), $crate::OpenError> {
+            Self::unlink_with(name, &$crate::Options::new())
+        }
+
+        #[doc = concat!("Removes the name of the ", $what, " `name` from the directory of `opts`.")]
+        ///
+        /// # Errors
+        ///
+        /// As `unlink`.
+        pub fn unlink_with(name: &str, opts: &$crate::Options) -> Result<(), $crate::OpenError> {
+            $crate::segment::Segment::unlink(name, opts)
+        }
+
+        /// Facts about the segment: name, path, instance id, creator pid, length.
+        pub fn info(&self) -> &$crate::SegmentInfo {
+            self.inner.info()
+        }
+    };
+}
+pub(crate) use named_object_common;
+
+/// Implements `create`, `create_with`, `open_or_create` and `open_or_create_with` for a
+/// single-value named object that takes no parameters: its zeroed state is its initial
+/// state (`$initially` says which, for the docs).
+macro_rules! named_object_create {
+    ($kind:expr, $what:literal, $initially:literal) => {
+        #[doc = concat!("Creates the ", $what, " `name` in `/dev/shm`, ", $initially, ".")]
+        ///
+        /// # Errors
+        ///
+        /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, `Io`: see
+        /// [`OpenError`](crate::OpenError).
+        pub fn create(name: &str) -> Result<Self, $crate::OpenError> {
+            Self::create_with(name, &$crate::Options::new())
+        }
+
+        #[doc = concat!("Creates the ", $what, " `name` with explicit [`Options`](crate::Options).")]
+        ///
+        /// # Errors
+        ///
+        /// As `create`, plus `Io(InvalidInput)` for a mode without owner read and write.
+        pub fn create_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
+            $crate::object::Object::create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
+        }
+
+        #[doc = concat!("Opens the ", $what, " `name`, or creates it (", $initially, ") if absent.")]
+        ///
+        /// Race-free between processes: exactly one caller creates it.
+        ///
+        /// # Errors
+        ///
+        /// Those of `create` and `open`.
+        pub fn open_or_create(name: &str) -> Result<Self, $crate::OpenError> {
+            Self::open_or_create_with(name, &$crate::Options::new())
+        }
+
+        #[doc = concat!("Opens or creates the ", $what, " `name` with explicit [`Options`](crate::Options).")]
+        ///
+        /// # Errors
+        ///
+        /// As `open_or_create`.
+        pub fn open_or_create_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
+            $crate::object::Object::open_or_create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
+        }
+    };
+}
+pub(crate) use named_object_create;

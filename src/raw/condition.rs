@@ -1,0 +1,327 @@
+//! `RawCondition`: a condition variable that pairs with any [`RawLock`].
+//!
+//! One futex word, after Rust std's futex condvar (`sys/sync/condvar/futex.rs`: a
+//! notification counter read before unlocking), plus a waiter count so that notifying
+//! with nobody waiting makes no syscall:
+//!
+//! | bits  | name      | meaning                                               |
+//! |-------|-----------|-------------------------------------------------------|
+//! | 0-15  | waiters   | threads between registering and leaving a wait        |
+//! | 16-31 | sequence  | bumped by every notify; wraps                          |
+//!
+//! A waiter registers (count + 1) *before* it unlocks, reading the sequence in the same
+//! RMW, and then sleeps until the sequence differs. A notify bumps the sequence and wakes
+//! only if the count is non-zero. Every step is a read-modify-write of the one word, so
+//! they are totally ordered: either the notify sees the waiter's registration (and wakes
+//! it, or the waiter finds the sequence moved before sleeping), or the waiter registered
+//! after the notify and rightly waits for the next one.
+//!
+//! A waiter whose process dies stays counted: notifies then make a useless syscall, which
+//! is harmless. If 65535 waiters are counted, further waiters poll every 10 ms instead.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{LockError, LockResult};
+use crate::futex::{self, Deadline, WaitOutcome};
+use crate::loom::{AtomicU32, Ordering};
+use crate::raw::LockGuard;
+
+const WAITER_ONE: u32 = 1;
+const WAITER_MASK: u32 = 0xFFFF;
+const SEQUENCE_ONE: u32 = 1 << 16;
+/// How often an uncounted waiter (the count is saturated) looks for a notification.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A condition variable in shared memory.
+///
+/// Waits take a [`LockGuard`] of any [`RawLock`](crate::raw::RawLock), release it while
+/// sleeping and re-acquire it before returning, as `std::sync::Condvar` does. Wake-ups may
+/// be spurious: wait in a loop, or use [`wait_while`](Self::wait_while).
+///
+/// # Examples
+///
+/// ```
+/// use shmsync::raw::{RawCondition, RawLock};
+///
+/// let lock = RawLock::new();
+/// let cond = RawCondition::new();
+/// let guard = lock.lock().unwrap();
+/// let (guard, timed_out) = cond.wait_timeout(guard, std::time::Duration::from_millis(1)).unwrap();
+/// assert!(timed_out);
+/// drop(guard);
+/// ```
+#[repr(C)]
+pub struct RawCondition {
+    word: AtomicU32,
+    _reserved: u32,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<RawCondition>() == 8 && align_of::<RawCondition>() == 4);
+
+// SAFETY: repr(C) of an atomic and an integer: every bit pattern is valid (a garbage
+// count only costs syscalls), no pointers, all changes atomic.
+unsafe impl crate::ShmSafe for RawCondition {
+    fn type_tag() -> u64 {
+        crate::shared::fnv1a(b"shmsync::raw::RawCondition/1")
+    }
+}
+
+/// The outcome of [`RawCondition::wait_inner`] before the lock is re-acquired.
+struct Woke {
+    timed_out: bool,
+}
+
+impl RawCondition {
+    /// A condition variable with no waiters.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self { word: AtomicU32::new(0), _reserved: 0 }
+    }
+
+    /// A condition variable with no waiters.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self { word: AtomicU32::new(0), _reserved: 0 }
+    }
+
+    /// Releases the guard's lock, sleeps until notified, and re-acquires the lock.
+    ///
+    /// # Errors
+    ///
+    /// Re-acquiring the lock can report [`LockError::OwnerDied`] (with the guard) or
+    /// [`LockError::NotRecoverable`], as [`RawLock::lock`](crate::raw::RawLock::lock) does.
+    /// Waiting with an inconsistent guard (after `OwnerDied`, before `mark_consistent`)
+    /// makes the lock not recoverable, as `pthread_cond_wait` does.
+    pub fn wait<'a>(&self, guard: LockGuard<'a>) -> LockResult<LockGuard<'a>> {
+        self.wait_until(guard, &Deadline::never()).map(|(g, _)| g).map_err(|e| e.map(|(g, _)| g))
+    }
+
+    /// Waits while `condition` returns true, re-checking it under the lock after every
+    /// wake-up, like `std::sync::Condvar::wait_while`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait); the condition is not checked again after an error.
+    pub fn wait_while<'a>(
+        &self,
+        mut guard: LockGuard<'a>,
+        mut condition: impl FnMut() -> bool,
+    ) -> LockResult<LockGuard<'a>> {
+        while condition() {
+            guard = self.wait(guard)?;
+        }
+        Ok(guard)
+    }
+
+    /// As [`wait`](Self::wait), giving up after `timeout`. The flag is true if the wait
+    /// timed out rather than being notified.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout<'a>(
+        &self,
+        guard: LockGuard<'a>,
+        timeout: Duration,
+    ) -> LockResult<(LockGuard<'a>, bool)> {
+        self.wait_until(guard, &Deadline::after(timeout))
+    }
+
+    /// As [`wait_timeout`](Self::wait_timeout), with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub fn wait_deadline<'a>(
+        &self,
+        guard: LockGuard<'a>,
+        deadline: Instant,
+    ) -> LockResult<(LockGuard<'a>, bool)> {
+        self.wait_until(guard, &Deadline::at(deadline))
+    }
+
+    /// Wakes one waiter, if any. No syscall when nobody waits.
+    pub fn notify_one(&self) {
+        let before = self.word.fetch_add(SEQUENCE_ONE, Ordering::Relaxed);
+        if before & WAITER_MASK != 0 {
+            futex::wake_one(&self.word);
+        }
+    }
+
+    /// Wakes every waiter. No syscall when nobody waits.
+    pub fn notify_all(&self) {
+        let before = self.word.fetch_add(SEQUENCE_ONE, Ordering::Relaxed);
+        if before & WAITER_MASK != 0 {
+            futex::wake_all(&self.word);
+        }
+    }
+
+    pub(crate) fn wait_until<'a>(
+        &self,
+        guard: LockGuard<'a>,
+        deadline: &Deadline,
+    ) -> LockResult<(LockGuard<'a>, bool)> {
+        let (registered, sequence) = self.register();
+        let (lock, _consistent) = guard.unlock_for_wait();
+        let woke = self.sleep(sequence, registered, deadline);
+        if registered {
+            self.unregister();
+        }
+        match lock.lock() {
+            Ok(g) => Ok((g, woke.timed_out)),
+            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied((g, woke.timed_out))),
+            Err(_) => Err(LockError::NotRecoverable),
+        }
+    }
+
+    /// Counts this waiter in and returns whether it is counted and the sequence seen.
+    fn register(&self) -> (bool, u32) {
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            if current & WAITER_MASK == WAITER_MASK {
+                return (false, current & !WAITER_MASK);
+            }
+            match self.word.compare_exchange_weak(
+                current,
+                current + WAITER_ONE,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return (true, current & !WAITER_MASK),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    fn unregister(&self) {
+        let mut current = self.word.load(Ordering::Relaxed);
+        // Never below zero, even if the shared word was damaged meanwhile.
+        while current & WAITER_MASK != 0 {
+            match self.word.compare_exchange_weak(
+                current,
+                current - WAITER_ONE,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Sleeps until the sequence moves on from `sequence` or the deadline passes. Changes
+    /// of the waiter count alone (others arriving or leaving) are slept through.
+    fn sleep(&self, sequence: u32, registered: bool, deadline: &Deadline) -> Woke {
+        loop {
+            let current = self.word.load(Ordering::Relaxed);
+            if current & !WAITER_MASK != sequence {
+                return Woke { timed_out: false };
+            }
+            let slice;
+            let until = if registered {
+                deadline
+            } else {
+                slice = match deadline.remaining() {
+                    Some(left) if left < POLL => *deadline,
+                    _ => Deadline::after(POLL),
+                };
+                &slice
+            };
+            if futex::wait(&self.word, current, until) == WaitOutcome::TimedOut
+                && deadline.has_passed()
+            {
+                return Woke { timed_out: true };
+            }
+        }
+    }
+}
+
+impl Default for RawCondition {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RawCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = self.word.load(Ordering::Relaxed);
+        f.debug_struct("RawCondition").field("waiters", &(word & WAITER_MASK)).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::raw::RawLock;
+
+    #[test]
+    fn notify_without_waiters_only_bumps_the_sequence() {
+        let cond = RawCondition::new();
+        cond.notify_one();
+        cond.notify_all();
+        assert_eq!(cond.word.load(Ordering::Relaxed), 2 * SEQUENCE_ONE);
+    }
+
+    #[test]
+    fn a_notified_waiter_returns_with_the_lock() {
+        let lock = RawLock::new();
+        let cond = RawCondition::new();
+        let ready = crate::loom::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut g = lock.lock().unwrap();
+                while ready.load(Ordering::Relaxed) == 0 {
+                    let (next, timed_out) = cond.wait_timeout(g, Duration::from_secs(20)).unwrap();
+                    assert!(!timed_out);
+                    g = next;
+                }
+                drop(g);
+            });
+            let g = lock.lock().unwrap();
+            ready.store(1, Ordering::Relaxed);
+            cond.notify_one();
+            drop(g);
+            waiter.join().unwrap();
+        });
+        assert_eq!(cond.word.load(Ordering::Relaxed) & WAITER_MASK, 0, "the waiter left");
+    }
+
+    #[test]
+    fn wait_while_and_timeouts() {
+        let lock = RawLock::new();
+        let cond = RawCondition::new();
+        let g = lock.lock().unwrap();
+        let g = cond.wait_while(g, || false).unwrap();
+        let start = Instant::now();
+        let (g, timed_out) = cond.wait_timeout(g, Duration::from_millis(20)).unwrap();
+        assert!(timed_out && start.elapsed() >= Duration::from_millis(20));
+        let (g, timed_out) = cond.wait_deadline(g, Instant::now()).unwrap();
+        assert!(timed_out);
+        drop(g);
+        assert!(!lock.is_locked());
+    }
+
+    #[test]
+    fn saturated_waiters_still_see_notifications() {
+        let lock = RawLock::new();
+        let cond = RawCondition::new();
+        cond.word.store(WAITER_MASK, Ordering::Relaxed); // 65535 dead waiters
+        let locked = crate::loom::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let g = lock.lock().unwrap();
+                locked.store(1, Ordering::Release);
+                let (_g, timed_out) = cond.wait_timeout(g, Duration::from_secs(20)).unwrap();
+                timed_out
+            });
+            while locked.load(Ordering::Acquire) == 0 {
+                std::thread::yield_now();
+            }
+            // The waiter holds the lock until it sleeps; once we get it, it waits.
+            drop(lock.lock().unwrap());
+            cond.notify_one();
+            assert!(!waiter.join().unwrap(), "the polling waiter missed the notification");
+        });
+    }
+}

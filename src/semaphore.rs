@@ -1,0 +1,216 @@
+//! `Semaphore`: a named counting semaphore in its own segment.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{OpenError, ReleaseError, invalid_input};
+use crate::object::{Object, named_object_common};
+use crate::raw::RawSemaphore;
+use crate::segment::{ObjectKind, Options};
+
+/// A counting semaphore shared by name, like Python's `multiprocessing.Semaphore` and
+/// (with [`create_bounded`](Self::create_bounded)) `BoundedSemaphore`.
+///
+/// `acquire` and `release` make no syscall unless someone has to sleep. Permits held by
+/// a process that dies are not returned, as with POSIX semaphores: size your protocol so
+/// that a dead holder is noticed some other way (a [`Lock`](crate::Lock) reports it).
+///
+/// # Examples
+///
+/// ```
+/// use shmsync::{Options, ReleaseError, Semaphore};
+///
+/// # let opts = Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-sem-{}", std::process::id());
+/// let slots = Semaphore::create_bounded_with(&name, 2, 2, &opts)?;
+/// slots.acquire();
+/// assert!(slots.try_acquire());
+/// assert!(!slots.try_acquire());
+/// slots.release()?;
+/// slots.release()?;
+/// assert_eq!(slots.release(), Err(ReleaseError::Overflow));
+/// Semaphore::unlink_with(&name, &opts)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Semaphore {
+    inner: Object<RawSemaphore>,
+}
+
+impl Semaphore {
+    /// Creates the unbounded semaphore `name` in `/dev/shm` with `initial` permits.
+    ///
+    /// # Errors
+    ///
+    /// `Io(InvalidInput)` if `initial` exceeds [`RawSemaphore::MAX_COUNT`], and those of
+    /// [`Lock::create`](crate::Lock::create).
+    pub fn create(name: &str, initial: u32) -> Result<Self, OpenError> {
+        Self::create_impl(name, initial, 0, &Options::new())
+    }
+
+    /// [`create`](Self::create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(name: &str, initial: u32, opts: &Options) -> Result<Self, OpenError> {
+        Self::create_impl(name, initial, 0, opts)
+    }
+
+    /// Creates the semaphore `name` with `initial` permits, which `release` never raises
+    /// above `max`.
+    ///
+    /// # Errors
+    ///
+    /// `Io(InvalidInput)` if `initial > max`, `max` is 0, or either exceeds
+    /// [`RawSemaphore::MAX_COUNT`]; and those of [`Lock::create`](crate::Lock::create).
+    pub fn create_bounded(name: &str, initial: u32, max: u32) -> Result<Self, OpenError> {
+        Self::create_bounded_with(name, initial, max, &Options::new())
+    }
+
+    /// [`create_bounded`](Self::create_bounded) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create_bounded`](Self::create_bounded).
+    pub fn create_bounded_with(
+        name: &str,
+        initial: u32,
+        max: u32,
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        Self::check_bound(max)?;
+        Self::create_impl(name, initial, max, opts)
+    }
+
+    fn create_impl(name: &str, initial: u32, max: u32, opts: &Options) -> Result<Self, OpenError> {
+        RawSemaphore::check(initial, max).map_err(invalid_input)?;
+        Object::create(name, ObjectKind::Semaphore, opts, |s: &mut RawSemaphore| {
+            s.initialise(initial, max)
+        })
+        .map(|inner| Self { inner })
+    }
+
+    /// Opens the semaphore `name`, or creates it unbounded with `initial` permits if
+    /// absent. An existing semaphore keeps its own count and bound.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(name: &str, initial: u32) -> Result<Self, OpenError> {
+        Self::open_or_create_impl(name, initial, 0, &Options::new())
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_with(
+        name: &str,
+        initial: u32,
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        Self::open_or_create_impl(name, initial, 0, opts)
+    }
+
+    /// Opens the semaphore `name`, or creates it with `initial` permits and bound `max`.
+    /// An existing semaphore keeps its own count and bound.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create_bounded`](Self::create_bounded) and [`open`](Self::open).
+    pub fn open_or_create_bounded(name: &str, initial: u32, max: u32) -> Result<Self, OpenError> {
+        Self::open_or_create_bounded_with(name, initial, max, &Options::new())
+    }
+
+    /// [`open_or_create_bounded`](Self::open_or_create_bounded) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create_bounded`](Self::open_or_create_bounded).
+    pub fn open_or_create_bounded_with(
+        name: &str,
+        initial: u32,
+        max: u32,
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        Self::check_bound(max)?;
+        Self::open_or_create_impl(name, initial, max, opts)
+    }
+
+    fn open_or_create_impl(
+        name: &str,
+        initial: u32,
+        max: u32,
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        RawSemaphore::check(initial, max).map_err(invalid_input)?;
+        Object::open_or_create(name, ObjectKind::Semaphore, opts, |s: &mut RawSemaphore| {
+            s.initialise(initial, max)
+        })
+        .map(|inner| Self { inner })
+    }
+
+    named_object_common!(ObjectKind::Semaphore, "semaphore");
+
+    /// Takes a permit, blocking until one is available.
+    pub fn acquire(&self) {
+        self.raw().acquire();
+    }
+
+    /// Takes a permit if one is available; never blocks. Returns whether it did.
+    pub fn try_acquire(&self) -> bool {
+        self.raw().try_acquire()
+    }
+
+    /// Takes a permit, waiting at most `timeout`. Returns whether it did.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.raw().acquire_timeout(timeout)
+    }
+
+    /// Takes a permit, waiting at most until `deadline`. Returns whether it did.
+    pub fn acquire_deadline(&self, deadline: Instant) -> bool {
+        self.raw().acquire_deadline(deadline)
+    }
+
+    /// Returns a permit, waking one waiter if any.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleaseError::Overflow`] at the bound; nothing changes then.
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        self.raw().release()
+    }
+
+    /// The permits available right now (a snapshot).
+    pub fn value(&self) -> u32 {
+        self.raw().value()
+    }
+
+    /// The bound, or `None` if unbounded.
+    pub fn max(&self) -> Option<u32> {
+        self.raw().max()
+    }
+
+    /// The semaphore itself.
+    pub fn raw(&self) -> &RawSemaphore {
+        self.inner.get()
+    }
+
+    fn check_bound(max: u32) -> Result<(), OpenError> {
+        if max == 0 {
+            return Err(invalid_input(
+                "a bounded semaphore needs a bound of at least 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("name", &self.info().name())
+            .field("state", self.raw())
+            .finish()
+    }
+}
