@@ -155,17 +155,31 @@ fn wake(word: &AtomicU32, count: u32) -> usize {
     futex::wake(word.as_std(), futex::Flags::empty(), count).unwrap_or(0)
 }
 
-/// The loom model of the kernel's futex table: one lock and condition variable for all
-/// words. `wait` checks the word under the lock and sleeps atomically with releasing it,
-/// so a wake that follows a change of the word can never be missed, exactly as with the
-/// kernel's hash-bucket lock. A waiter that nobody wakes blocks for good, and loom reports
-/// the deadlock: that is how the models catch lost wake-ups.
+/// The loom model of the kernel's futex table: one lock for all words (the kernel's
+/// hash-bucket lock), a queue of sleepers, and a condition variable they sleep on.
+/// `wait` checks the word under the lock and queues itself atomically with releasing it,
+/// so a wake that follows a change of the word is never missed; `wake_one` wakes exactly
+/// the oldest sleeper on that word, as the kernel does. A sleeper that nobody wakes
+/// blocks for good and loom reports the deadlock: that is how the models catch lost
+/// wake-ups.
 #[cfg(loom)]
 mod model {
     use loom::sync::{Condvar, Mutex};
 
+    pub(super) struct Sleeper {
+        pub(super) word: usize,
+        pub(super) id: u64,
+        pub(super) woken: bool,
+    }
+
+    #[derive(Default)]
+    pub(super) struct Table {
+        pub(super) next_id: u64,
+        pub(super) sleepers: Vec<Sleeper>,
+    }
+
     loom::lazy_static! {
-        pub(super) static ref TABLE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+        pub(super) static ref TABLE: (Mutex<Table>, Condvar) = (Mutex::new(Table::default()), Condvar::new());
     }
 }
 
@@ -177,35 +191,54 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Wait
         return WaitOutcome::TimedOut;
     }
     let (lock, sleepers) = &*model::TABLE;
-    let guard = lock.lock().unwrap();
+    let mut table = lock.lock().unwrap();
     if word.load(Ordering::SeqCst) != expected {
         return WaitOutcome::Woken;
     }
     if deadline.0.is_some() {
         // A timed wait may end at any moment: model it as an immediate spurious return,
         // so that no model depends on how long a timeout is.
-        drop(guard);
+        drop(table);
         crate::loom::thread::yield_now();
         return WaitOutcome::Woken;
     }
-    drop(sleepers.wait(guard).unwrap());
-    WaitOutcome::Woken
+    let id = table.next_id;
+    table.next_id += 1;
+    let addr = word as *const AtomicU32 as usize;
+    table.sleepers.push(model::Sleeper { word: addr, id, woken: false });
+    loop {
+        table = sleepers.wait(table).unwrap();
+        if let Some(i) = table.sleepers.iter().position(|s| s.id == id && s.woken) {
+            table.sleepers.remove(i);
+            return WaitOutcome::Woken;
+        }
+    }
 }
 
-/// Wakes every sleeper: a spurious wake-up is always allowed, a missing one never.
 #[cfg(loom)]
 #[allow(dead_code)]
 pub(crate) fn wake_one(word: &AtomicU32) -> usize {
-    wake_all(word)
+    wake(word, 1)
 }
 
 #[cfg(loom)]
 #[allow(dead_code)]
-pub(crate) fn wake_all(_word: &AtomicU32) -> usize {
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
+    wake(word, usize::MAX)
+}
+
+#[cfg(loom)]
+fn wake(word: &AtomicU32, count: usize) -> usize {
     let (lock, sleepers) = &*model::TABLE;
-    let _guard = lock.lock().unwrap();
+    let mut table = lock.lock().unwrap();
+    let addr = word as *const AtomicU32 as usize;
+    let mut woken = 0;
+    for s in table.sleepers.iter_mut().filter(|s| s.word == addr && !s.woken).take(count) {
+        s.woken = true;
+        woken += 1;
+    }
     sleepers.notify_all();
-    0
+    woken
 }
 
 #[cfg(all(test, not(loom)))]
