@@ -486,3 +486,54 @@ fn a_user_layout_of_raw_primitives_works_across_processes() {
     drop(bids);
     Shared::<Book>::unlink(&name).unwrap();
 }
+
+#[test]
+fn a_forked_child_has_its_own_robust_list() {
+    if role().as_deref() == Some("forker") {
+        let held = Lock::open(&arg("HELD")).unwrap();
+        let dies = Lock::open(&arg("DIES")).unwrap();
+        let guard = held.lock().unwrap();
+        // SAFETY: fork in a process whose other threads (the test harness's) hold none of
+        // our state; the child only locks, then leaves through _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                // The parent's lock is not the child's: it is simply held by someone else.
+                let refused = matches!(held.try_lock(), Err(TryLockError::WouldBlock));
+                // Dying with this one held must mark it, through the child's own list.
+                std::mem::forget(dies.lock().unwrap());
+                // SAFETY: ends the forked child without running the parent's destructors.
+                unsafe { libc::_exit(if refused { 0 } else { 3 }) };
+            }
+            pid => {
+                assert!(pid > 0, "fork failed");
+                let mut status = 0;
+                // SAFETY: waits for our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "child status {status}"
+                );
+                match dies.try_lock_for(LIMIT) {
+                    Err(TryLockError::OwnerDied(mut g)) => g.mark_consistent(),
+                    other => panic!("expected OwnerDied from the forked child, got {other:?}"),
+                }
+                drop(guard); // still ours, and unlocks normally
+                drop(held.try_lock().unwrap());
+                report("checked");
+            }
+        }
+        return;
+    }
+    let (held, dies) = (unique_name("fork-held"), unique_name("fork-dies"));
+    let _cleanup = (Remove::shm(&held), Remove::shm(&dies));
+    let (_a, _b) = (Lock::create(&held).unwrap(), Lock::create(&dies).unwrap());
+    let mut forker = spawn(
+        "a_forked_child_has_its_own_robust_list",
+        "forker",
+        &[("HELD", &held), ("DIES", &dies)],
+    );
+    forker.expect("checked", LIMIT);
+    forker.wait_success(LIMIT);
+    Lock::unlink(&held).unwrap();
+    Lock::unlink(&dies).unwrap();
+}
