@@ -40,3 +40,28 @@ fn two_process_example_round_trips_and_cleans_up() {
     assert!(out.contains("replied 1 time(s)"), "{out}");
     assert!(!PathBuf::from("/dev/shm").join(&name).exists(), "{name} was left in /dev/shm");
 }
+
+#[test]
+fn uncontended_operations_make_no_futex_call() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=futex,get_robust_list"])
+        .arg(example("no_syscalls"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no_syscalls failed: {}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stderr).unwrap();
+    let calls = |name: &str| -> u64 {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // The trace must have seen the program: the robust list is looked up once.
+    assert_eq!(calls("get_robust_list"), 1, "strace saw nothing?\n{table}");
+    assert_eq!(calls("futex"), 0, "200,000 uncontended rounds made futex calls:\n{table}");
+}

@@ -537,3 +537,117 @@ fn a_forked_child_has_its_own_robust_list() {
     Lock::unlink(&held).unwrap();
     Lock::unlink(&dies).unwrap();
 }
+
+/// Room for one process-shared robust pthread mutex.
+#[repr(C, align(64))]
+struct PthreadBox {
+    cell: std::cell::UnsafeCell<[u64; 8]>,
+}
+// SAFETY: repr(C) bytes; the pthread mutex synchronises itself across processes.
+unsafe impl ShmSafe for PthreadBox {}
+// SAFETY: as above.
+unsafe impl Sync for PthreadBox {}
+
+impl PthreadBox {
+    fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        self.cell.get().cast()
+    }
+
+    fn init_robust(&mut self) {
+        // SAFETY: pthread calls on memory we own, before anyone else maps it.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+            assert_eq!(
+                libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+                0
+            );
+            assert_eq!(libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST), 0);
+            assert_eq!(libc::pthread_mutex_init(self.mutex(), &attr), 0);
+        }
+    }
+}
+
+#[test]
+fn locks_interleaved_with_glibc_robust_mutexes_stay_robust() {
+    // Our locks share each thread's robust list with glibc's robust mutexes. Releasing
+    // out of order around a glibc entry takes the "mixed" path; the kernel must still
+    // find exactly the locks that were held when the process died.
+    if let Some(role) = role() {
+        let (first, second) =
+            (Lock::open(&arg("FIRST")).unwrap(), Lock::open(&arg("SECOND")).unwrap());
+        let pthread = Shared::<PthreadBox>::open(&arg("PTHREAD")).unwrap();
+        let g1 = first.lock().unwrap();
+        // SAFETY: an initialised robust mutex in a live mapping.
+        assert_eq!(unsafe { libc::pthread_mutex_lock(pthread.mutex()) }, 0);
+        let g2 = second.lock().unwrap();
+        match role.as_str() {
+            // Ours released from under a glibc entry: keep `second` and the pthread mutex.
+            "drop-first" => {
+                drop(g1);
+                std::mem::forget(g2);
+            }
+            // glibc's released from between ours, then `second`: keep `first`.
+            "drop-glibc-then-second" => {
+                // SAFETY: held by this thread.
+                assert_eq!(unsafe { libc::pthread_mutex_unlock(pthread.mutex()) }, 0);
+                drop(g2);
+                std::mem::forget(g1);
+            }
+            other => panic!("unknown role {other}"),
+        }
+        report("holding");
+        std::thread::sleep(LIMIT);
+        return;
+    }
+
+    for (role, first_died, second_died, pthread_died) in
+        [("drop-first", false, true, true), ("drop-glibc-then-second", true, false, false)]
+    {
+        let (first, second, pthread) =
+            (unique_name("mixed-1"), unique_name("mixed-2"), unique_name("mixed-p"));
+        let _cleanup = (Remove::shm(&first), Remove::shm(&second), Remove::shm(&pthread));
+        let (l1, l2) = (Lock::create(&first).unwrap(), Lock::create(&second).unwrap());
+        let pbox = Shared::<PthreadBox>::create(&pthread, PthreadBox::init_robust).unwrap();
+        let env =
+            [("FIRST", first.as_str()), ("SECOND", second.as_str()), ("PTHREAD", pthread.as_str())];
+        let mut child =
+            spawn("locks_interleaved_with_glibc_robust_mutexes_stay_robust", role, &env);
+        child.expect("holding", LIMIT);
+        child.kill();
+
+        for (lock, died, which) in [(&l1, first_died, "first"), (&l2, second_died, "second")] {
+            match lock.try_lock_for(LIMIT) {
+                Ok(_) => assert!(!died, "{role}: {which} should report its owner's death"),
+                Err(TryLockError::OwnerDied(mut g)) => {
+                    assert!(died, "{role}: {which} was released before the death");
+                    g.mark_consistent();
+                }
+                Err(e) => panic!("{role}: {which}: {e}"),
+            }
+        }
+        // Bounded, like every wait here: a broken list would leave it locked forever.
+        let mut deadline = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: fills a timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut deadline) };
+        deadline.tv_sec += LIMIT.as_secs() as libc::time_t;
+        // SAFETY: an initialised robust mutex in a live mapping.
+        let rc = unsafe { libc::pthread_mutex_timedlock(pbox.mutex(), &deadline) };
+        assert!(rc == 0 || rc == libc::EOWNERDEAD, "{role}: pthread_mutex_timedlock gave {rc}");
+        assert_eq!(
+            rc == libc::EOWNERDEAD,
+            pthread_died,
+            "{role}: pthread mutex owner-died is {rc}"
+        );
+        // SAFETY: we hold it now; make it consistent if needed, then release it.
+        unsafe {
+            if rc == libc::EOWNERDEAD {
+                assert_eq!(libc::pthread_mutex_consistent(pbox.mutex()), 0);
+            }
+            assert_eq!(libc::pthread_mutex_unlock(pbox.mutex()), 0);
+        }
+        Lock::unlink(&first).unwrap();
+        Lock::unlink(&second).unwrap();
+        Shared::<PthreadBox>::unlink(&pthread).unwrap();
+    }
+}

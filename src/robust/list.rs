@@ -35,34 +35,40 @@ impl Entries {
 
     #[inline]
     fn get(&self, i: usize) -> usize {
-        match self.slots.get(i) {
-            Some(slot) => slot.load(Ordering::Relaxed),
-            None => lock(&self.spill).get(i - SLOTS).copied().unwrap_or(0),
-        }
+        if i < SLOTS { self.slots[i].load(Ordering::Relaxed) } else { self.get_spilled(i - SLOTS) }
     }
 
     #[inline]
     fn set(&self, i: usize, entry: usize) {
-        match self.slots.get(i) {
+        if i < SLOTS {
             // Release: a reader that sees the entry sees it linked.
-            Some(slot) => slot.store(entry, Ordering::Release),
-            None => {
-                let mut spill = lock(&self.spill);
-                let at = i - SLOTS;
-                if at < spill.len() {
-                    spill[at] = entry;
-                } else {
-                    spill.resize(at, 0);
-                    spill.push(entry);
-                }
-            }
+            self.slots[i].store(entry, Ordering::Release);
+        } else {
+            self.set_spilled(i - SLOTS, entry);
         }
     }
 
+    #[cold]
+    fn get_spilled(&self, at: usize) -> usize {
+        lock(&self.spill).get(at).copied().unwrap_or(0)
+    }
+
+    #[cold]
+    fn set_spilled(&self, at: usize, entry: usize) {
+        let mut spill = lock(&self.spill);
+        if at < spill.len() {
+            spill[at] = entry;
+        } else {
+            spill.resize(at, 0);
+            spill.push(entry);
+        }
+    }
+
+    /// Forgets entries from `len` on (the caller has moved the ones it keeps).
     #[inline]
     fn truncate(&self, len: usize) {
-        if let Some(slot) = self.slots.get(len) {
-            slot.store(0, Ordering::Release);
+        if len < SLOTS {
+            self.slots[len].store(0, Ordering::Release);
         } else {
             lock(&self.spill).truncate(len - SLOTS);
         }
@@ -265,9 +271,11 @@ impl ThreadList {
             }
         }
         compiler_fence(Ordering::SeqCst);
-        let entries = self.entries.as_deref().expect("initialised by `with`");
-        for j in i..top {
-            entries.set(j, entries.get(j + 1));
+        let entries = self.entries();
+        if i != top {
+            for j in i..top {
+                entries.set(j, entries.get(j + 1));
+            }
         }
         entries.truncate(top);
         self.len = top;
