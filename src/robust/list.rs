@@ -374,12 +374,10 @@ fn with<R>(f: impl FnOnce(&mut ThreadList) -> R) -> Option<R> {
 #[inline]
 pub(crate) fn try_acquire(
     entry: usize,
-    take: impl FnOnce(u32) -> Result<(), u32>,
+    take: impl Fn(u32) -> Result<(), u32>,
 ) -> Result<(), (u32, u32)> {
-    let mut take = Some(take);
     let outcome = with(|t| {
         t.set_pending(entry);
-        let take = take.take().expect("called once");
         match take(t.tid) {
             Ok(()) => {
                 t.link(entry);
@@ -388,12 +386,11 @@ pub(crate) fn try_acquire(
             Err(seen) => Err((t.tid, seen)),
         }
     });
-    match (outcome, take) {
-        (Some(result), _) => result,
-        // This thread's locals are gone: lock without the list.
-        (None, Some(take)) => take(gettid()).map_err(|seen| (gettid(), seen)),
-        (None, None) => unreachable!("`take` runs only inside `with`"),
-    }
+    // `None`: this thread's locals are gone; lock without the list.
+    outcome.unwrap_or_else(|| {
+        let tid = gettid();
+        take(tid).map_err(|seen| (tid, seen))
+    })
 }
 
 /// The acquire attempt failed: nothing is pending any more.
@@ -413,18 +410,16 @@ pub(crate) fn link(entry: usize) {
 pub(crate) fn release(
     entry: usize,
     node_links: impl FnOnce() -> (usize, usize),
-    release_word: impl FnOnce(),
+    release_word: impl Fn(),
 ) {
-    let mut release_word = Some(release_word);
-    let _ = with(|t| {
+    let done = with(|t| {
         t.unlink(entry, node_links);
-        if let Some(f) = release_word.take() {
-            f();
-        }
+        release_word();
         t.set_pending(0);
     });
-    if let Some(f) = release_word {
-        f();
+    // `None`: this thread's locals are gone; release without the list.
+    if done.is_none() {
+        release_word();
     }
 }
 

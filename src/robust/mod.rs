@@ -68,7 +68,7 @@ mod model {
 
     pub(crate) fn try_acquire(
         _entry: usize,
-        take: impl FnOnce(u32) -> Result<(), u32>,
+        take: impl Fn(u32) -> Result<(), u32>,
     ) -> Result<(), (u32, u32)> {
         let tid = TID.with(|t| *t);
         take(tid).map_err(|seen| (tid, seen))
@@ -78,7 +78,7 @@ mod model {
     pub(crate) fn release(
         _entry: usize,
         _node_links: impl FnOnce() -> (usize, usize),
-        release_word: impl FnOnce(),
+        release_word: impl Fn(),
     ) {
         release_word();
     }
