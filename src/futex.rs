@@ -102,6 +102,28 @@ pub(crate) enum WaitOutcome {
     TimedOut,
 }
 
+/// The sleeping half of every "flag, then wait" protocol here: raises `flag` in `word`
+/// (unless `current` has it already), then sleeps while the word holds exactly that
+/// flagged value, so that any change by the waking side, which clears or reads the flag
+/// in the same read-modify-write as its update, either precedes the sleep (and the kernel
+/// refuses it) or wakes it.
+///
+/// Returns `Err(now)` if the word changed before the flag went up (the caller re-examines
+/// `now`, read with Acquire), else how the wait ended.
+pub(crate) fn flag_and_wait(
+    word: &AtomicU32,
+    current: u32,
+    flag: u32,
+    deadline: &Deadline,
+) -> Result<WaitOutcome, u32> {
+    use crate::loom::Ordering;
+    let flagged = current | flag;
+    if current & flag == 0 {
+        word.compare_exchange(current, flagged, Ordering::Relaxed, Ordering::Acquire)?;
+    }
+    Ok(wait(word, flagged, deadline))
+}
+
 /// `futex(word, FUTEX_WAIT_BITSET, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY)`:
 /// sleeps while `*word == expected`, until woken or until `deadline`.
 ///

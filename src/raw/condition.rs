@@ -67,7 +67,7 @@ unsafe impl crate::ShmSafe for RawCondition {
     }
 }
 
-/// The outcome of [`RawCondition::wait_inner`] before the lock is re-acquired.
+/// How `RawCondition::sleep` ended, before the lock is re-acquired.
 struct Woke {
     timed_out: bool,
 }

@@ -126,22 +126,16 @@ impl RawEvent {
             if current & SET != 0 || current & !(SET | WAITERS) != start_generation {
                 return true;
             }
-            if current & WAITERS == 0 {
-                let flagged = current | WAITERS;
-                if let Err(now) = self.word.compare_exchange_weak(
-                    current,
-                    flagged,
-                    Ordering::Acquire,
-                    Ordering::Acquire,
-                ) {
+            match futex::flag_and_wait(&self.word, current, WAITERS, deadline) {
+                Err(now) => {
                     current = now;
                     continue;
                 }
-                current = flagged;
-            }
-            if futex::wait(&self.word, current, deadline) == WaitOutcome::TimedOut {
-                let last = self.word.load(Ordering::Acquire);
-                return last & SET != 0 || last & !(SET | WAITERS) != start_generation;
+                Ok(WaitOutcome::TimedOut) => {
+                    let last = self.word.load(Ordering::Acquire);
+                    return last & SET != 0 || last & !(SET | WAITERS) != start_generation;
+                }
+                Ok(WaitOutcome::Woken) => {}
             }
             current = self.word.load(Ordering::Acquire);
         }

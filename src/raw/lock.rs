@@ -293,22 +293,16 @@ impl RawLock {
                 current = self.word.load(Ordering::Relaxed);
                 continue;
             }
-            if current & FUTEX_WAITERS == 0 {
-                let flagged = current | FUTEX_WAITERS;
-                if let Err(now) = self.word.compare_exchange(
-                    current,
-                    flagged,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
+            match futex::flag_and_wait(&self.word, current, FUTEX_WAITERS, deadline) {
+                Err(now) => {
                     current = now;
                     continue;
                 }
-                current = flagged;
-            }
-            if futex::wait(&self.word, current, deadline) == WaitOutcome::TimedOut {
-                robust::cancel();
-                return Acquired::WouldBlock;
+                Ok(WaitOutcome::TimedOut) => {
+                    robust::cancel();
+                    return Acquired::WouldBlock;
+                }
+                Ok(WaitOutcome::Woken) => {}
             }
             slept = true;
             current = self.word.load(Ordering::Relaxed);

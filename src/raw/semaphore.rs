@@ -197,21 +197,13 @@ impl RawSemaphore {
             if no_wait {
                 return false;
             }
-            if current & WAITERS == 0 {
-                let flagged = current | WAITERS;
-                if let Err(now) = self.word.compare_exchange_weak(
-                    current,
-                    flagged,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
+            match futex::flag_and_wait(&self.word, current, WAITERS, deadline) {
+                Err(now) => {
                     current = now;
                     continue;
                 }
-                current = flagged;
-            }
-            if futex::wait(&self.word, current, deadline) == WaitOutcome::TimedOut {
-                return false;
+                Ok(WaitOutcome::TimedOut) => return false,
+                Ok(WaitOutcome::Woken) => {}
             }
             slept = true;
             current = self.word.load(Ordering::Relaxed);
