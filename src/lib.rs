@@ -79,6 +79,8 @@ mod futex;
 mod lock;
 mod loom;
 mod object;
+mod pad;
+mod queue;
 pub mod raw;
 mod robust;
 mod segment;
