@@ -4,4 +4,5 @@
 //! until they land, the algorithms are exercised by their unit tests, Miri and loom.
 #![allow(dead_code)] // wired up by the named queues
 
+pub(crate) mod mpmc_ring;
 pub(crate) mod spsc_ring;

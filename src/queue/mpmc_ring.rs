@@ -1,0 +1,409 @@
+//! The multi-producer multi-consumer ring: Dmitry Vyukov's bounded MPMC queue
+//! ("Bounded MPMC queue", 1024cores.net, 2010), as crossbeam's `ArrayQueue` implements
+//! it, over memory the caller provides.
+//!
+//! Each slot carries a stamp saying whose turn it is:
+//!
+//! | stamp of slot `pos & mask` | meaning |
+//! |---|---|
+//! | `pos` | free for the producer that claims position `pos` |
+//! | `pos + 1` | holds the element of position `pos`, for the consumer that claims it |
+//! | `pos + capacity` | consumed: free for position `pos + capacity`, one lap later |
+//!
+//! A producer claims `tail` with a CAS when the stamp says the slot is free, writes the
+//! element, then stores `pos + 1` (Release). A consumer claims `head` when the stamp says
+//! the element is there, reads it, then stores `pos + capacity` (Release). The stamps
+//! carry all the synchronisation; the positions only hand out turns.
+//!
+//! Stamps and positions live in shared memory, so they may be garbage. A stamp "ahead" of
+//! a position that does not move on when re-read, or a claim that keeps failing without
+//! anyone making progress, is reported as `Corrupted` after a bounded number of tries
+//! instead of looping forever.
+
+use std::ptr::NonNull;
+
+use crate::loom::{AtomicU64, Ordering, UnsafeCell, spin_loop};
+use crate::pad::CachePadded;
+
+/// The two shared positions.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Positions>() == 256);
+
+/// One slot: its stamp, then the element.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    stamp: AtomicU64,
+    value: UnsafeCell<T>,
+}
+
+impl<T> Slot<T> {
+    /// A slot with stamp `stamp` holding `value` (for rings built on the heap).
+    pub(crate) fn new(stamp: u64, value: T) -> Self {
+        Self { stamp: AtomicU64::new(stamp), value: UnsafeCell::new(value) }
+    }
+
+    /// Gives a freshly zeroed slot at index `i` its initial stamp, before anyone else can
+    /// see the ring.
+    pub(crate) fn initialise(&self, i: u64) {
+        self.stamp.store(i, Ordering::Relaxed);
+    }
+}
+
+/// The shared state was found inconsistent (a peer wrote garbage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Corrupted;
+
+/// Why a push handed its value back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushFailure<T> {
+    Full(T),
+    Corrupted(T),
+}
+
+/// Why a pop found nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PopFailure {
+    Empty,
+    Corrupted,
+}
+
+/// Tries a claim may fail before we call the ring corrupted. Honest contention fails a
+/// claim only when another thread made progress, so this many in a row means garbage.
+const MAX_TRIES: u32 = 1 << 20;
+
+/// A handle on one MPMC ring; any number may exist, in any number of processes.
+pub(crate) struct Ring<T> {
+    positions: NonNull<Positions>,
+    slots: NonNull<Slot<T>>,
+    capacity: u64,
+}
+
+impl<T> Clone for Ring<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Ring<T> {}
+
+// SAFETY: a handle on memory meant to be shared by threads and processes; all accesses
+// go through the stamps' protocol.
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+impl<T: Copy> Ring<T> {
+    /// Describes a ring.
+    ///
+    /// # Safety
+    ///
+    /// `positions` and `capacity` slots must stay valid for as long as this handle (and
+    /// its copies) are used; `capacity` must be a power of two; the slots must have been
+    /// initialised (stamp `i` in slot `i`) before any handle is used; every bit pattern
+    /// must be a valid `T`.
+    pub(crate) unsafe fn new(
+        positions: NonNull<Positions>,
+        slots: NonNull<Slot<T>>,
+        capacity: u64,
+    ) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        Self { positions, slots, capacity }
+    }
+
+    fn positions(&self) -> &Positions {
+        // SAFETY: valid for the handle's life (`new`'s contract).
+        unsafe { self.positions.as_ref() }
+    }
+
+    fn slot(&self, position: u64) -> &Slot<T> {
+        let index = (position & (self.capacity - 1)) as usize;
+        // SAFETY: the mask keeps index < capacity; slots valid (`new`'s contract).
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    /// Appends `value` unless the ring is full.
+    pub(crate) fn try_push(&self, value: T) -> Result<(), PushFailure<T>> {
+        let tail = &self.positions().tail;
+        let mut pos = tail.load(Ordering::Relaxed);
+        for _ in 0..MAX_TRIES {
+            let slot = self.slot(pos);
+            // Acquire pairs with the consumer's Release of `pos` (the slot is free).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == pos {
+                match tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the stamp and our won claim make the slot ours alone.
+                        slot.value.with_mut(|p| unsafe { p.write_volatile(value) });
+                        // Release pairs with the consumer's Acquire of the stamp.
+                        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if (stamp.wrapping_sub(pos) as i64) < 0 {
+                // The slot still holds the element from one lap ago: full, unless the
+                // position moved meanwhile.
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Full(value));
+                }
+                pos = now;
+            } else {
+                // Another producer claimed `pos`; the tail must have moved past it.
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Corrupted(value));
+                }
+                pos = now;
+            }
+            spin_loop();
+        }
+        Err(PushFailure::Corrupted(value))
+    }
+
+    /// Takes the oldest element, if any.
+    pub(crate) fn try_pop(&self) -> Result<T, PopFailure> {
+        let head = &self.positions().head;
+        let mut pos = head.load(Ordering::Relaxed);
+        for _ in 0..MAX_TRIES {
+            let slot = self.slot(pos);
+            // Acquire pairs with the producer's Release of `pos + 1` (the element).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let full = pos.wrapping_add(1);
+            if stamp == full {
+                match head.compare_exchange_weak(pos, full, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: the stamp and our won claim make the element ours alone;
+                        // every bit pattern is a valid T.
+                        let value = slot.value.with(|p| unsafe { p.read_volatile() });
+                        // Release pairs with the next lap's producer's Acquire.
+                        slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
+                        return Ok(value);
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if (stamp.wrapping_sub(full) as i64) < 0 {
+                // No element yet at `pos`: empty, unless the position moved meanwhile.
+                let now = head.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PopFailure::Empty);
+                }
+                pos = now;
+            } else {
+                let now = head.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PopFailure::Corrupted);
+                }
+                pos = now;
+            }
+            spin_loop();
+        }
+        Err(PopFailure::Corrupted)
+    }
+
+    /// Elements in the ring right now (a snapshot, clamped to the capacity).
+    pub(crate) fn len(&self) -> u64 {
+        let p = self.positions();
+        let tail = p.tail.load(Ordering::Relaxed);
+        let head = p.head.load(Ordering::Relaxed);
+        tail.wrapping_sub(head).min(self.capacity)
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct HeapRing<T> {
+        positions: Box<Positions>,
+        slots: Box<[Slot<T>]>,
+    }
+
+    impl<T: Copy + Default> HeapRing<T> {
+        fn new(capacity: u64) -> Self {
+            Self {
+                positions: Box::default(),
+                slots: (0..capacity).map(|i| Slot::new(i, T::default())).collect(),
+            }
+        }
+
+        fn ring(&self) -> Ring<T> {
+            // SAFETY: both boxes outlive every handle in the tests; stamps initialised.
+            unsafe {
+                Ring::new(
+                    NonNull::from(&*self.positions),
+                    NonNull::new(self.slots.as_ptr().cast_mut()).unwrap(),
+                    self.slots.len() as u64,
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn fifo_full_and_empty() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        assert_eq!(q.try_pop(), Err(PopFailure::Empty));
+        for v in 0..4 {
+            q.try_push(v).unwrap();
+        }
+        assert_eq!(q.try_push(9), Err(PushFailure::Full(9)));
+        assert_eq!(q.len(), 4);
+        for lap in 0..10u32 {
+            for v in 0..4 {
+                assert_eq!(q.try_pop(), Ok(v + lap * 4));
+                q.try_push(v + (lap + 1) * 4).unwrap();
+            }
+        }
+        assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn garbage_stamps_and_positions_end_in_corrupted_not_a_hang() {
+        let heap = HeapRing::<u64>::new(4);
+        let q = heap.ring();
+        q.try_push(1).unwrap();
+        // A stamp far ahead of its position, with positions that never move.
+        heap.slots[1].stamp.store(1_000, Ordering::Relaxed);
+        assert_eq!(q.try_push(2), Err(PushFailure::Corrupted(2)));
+        assert_eq!(q.try_pop(), Ok(1));
+        heap.slots[1].stamp.store(u64::MAX / 3, Ordering::Relaxed);
+        assert_eq!(q.try_pop(), Err(PopFailure::Corrupted));
+        // Positions that disagree wildly only clamp the length.
+        heap.positions.tail.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn two_producers_two_consumers_lose_and_duplicate_nothing() {
+        let heap = HeapRing::<u64>::new(8);
+        let q = heap.ring();
+        let per_producer = if cfg!(miri) { 100 } else { 50_000 };
+        let seen = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for p in 0..2u64 {
+                s.spawn(move || {
+                    for i in 0..per_producer {
+                        let mut v = p << 32 | i;
+                        while let Err(PushFailure::Full(back)) = q.try_push(v) {
+                            v = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    let mut last = [None::<u64>; 2];
+                    while (mine.len() as u64) < per_producer {
+                        match q.try_pop() {
+                            Ok(v) => {
+                                let (p, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                                // Each consumer sees each producer's items in order.
+                                assert!(last[p].is_none_or(|l| l < i), "out of order");
+                                last[p] = Some(i);
+                                mine.push(v);
+                            }
+                            Err(PopFailure::Empty) => std::thread::yield_now(),
+                            Err(PopFailure::Corrupted) => panic!("corrupted"),
+                        }
+                    }
+                    seen.lock().unwrap().extend(mine);
+                });
+            }
+        });
+        let mut all = seen.into_inner().unwrap();
+        all.sort_unstable();
+        let expected: Vec<u64> =
+            (0..2u64).flat_map(|p| (0..per_producer).map(move |i| p << 32 | i)).collect();
+        assert_eq!(all, expected, "every item exactly once");
+    }
+}
+
+/// Loom model: two producers and two consumers move every element exactly once, and no
+/// slot is read while written (loom checks the value cells).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn two_producers_two_consumers() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let positions = Arc::new(Positions::default());
+            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
+            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
+            let ring = unsafe {
+                Ring::new(
+                    NonNull::from(&*positions),
+                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
+                    2,
+                )
+            };
+            let taken = Arc::new(AtomicU64::new(0));
+            let mut threads = Vec::new();
+            for v in [1u32, 2] {
+                let keep = (Arc::clone(&positions), Arc::clone(&slots));
+                threads.push(crate::loom::thread::spawn(move || {
+                    let _keep = keep;
+                    let mut v = v;
+                    while let Err(PushFailure::Full(back)) = ring.try_push(v) {
+                        v = back;
+                        crate::loom::thread::yield_now();
+                    }
+                }));
+            }
+            // Consumers race the producers with a bounded number of tries (loom needs
+            // every thread to finish without waiting for another to make progress);
+            // whatever they leave, the main thread drains afterwards.
+            let record = |taken: &AtomicU64, v: u32| {
+                // Bit v marks element v: each exactly once.
+                let before = taken.fetch_or(1 << v, Ordering::Relaxed);
+                assert_eq!(before & (1 << v), 0, "element {v} popped twice");
+            };
+            for _ in 0..2 {
+                let keep = (Arc::clone(&positions), Arc::clone(&slots), Arc::clone(&taken));
+                threads.push(crate::loom::thread::spawn(move || {
+                    for _ in 0..2 {
+                        match ring.try_pop() {
+                            Ok(v) => record(&keep.2, v),
+                            Err(PopFailure::Empty) => crate::loom::thread::yield_now(),
+                            Err(PopFailure::Corrupted) => panic!("corrupted"),
+                        }
+                    }
+                }));
+            }
+            for t in threads {
+                t.join().unwrap();
+            }
+            loop {
+                match ring.try_pop() {
+                    Ok(v) => record(&taken, v),
+                    Err(PopFailure::Empty) => break,
+                    Err(PopFailure::Corrupted) => panic!("corrupted"),
+                }
+            }
+            assert_eq!(taken.load(Ordering::Relaxed), 0b110);
+        });
+    }
+}
