@@ -76,6 +76,7 @@ mod condition;
 mod error;
 mod event;
 mod futex;
+mod keeper;
 mod lock;
 mod loom;
 mod object;
