@@ -243,6 +243,82 @@ impl fmt::Display for ReleaseError {
 
 impl std::error::Error for ReleaseError {}
 
+/// Why a push did not enqueue its value; every variant hands the value back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushError<T> {
+    /// The queue is full (`try_push`).
+    Full(T),
+    /// The consumer had attached and is gone (dropped or its process died): nobody will
+    /// ever read the value.
+    Disconnected(T),
+    /// The queue stayed full for the whole timeout (`push_timeout`).
+    Timeout(T),
+    /// The queue's shared state is inconsistent (a peer wrote garbage).
+    Corrupted(T),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not enqueued.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(v) | Self::Disconnected(v) | Self::Timeout(v) | Self::Corrupted(v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "Full(..)",
+            Self::Disconnected(_) => "Disconnected(..)",
+            Self::Timeout(_) => "Timeout(..)",
+            Self::Corrupted(_) => "Corrupted(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "the queue is full",
+            Self::Disconnected(_) => "the consumer is gone",
+            Self::Timeout(_) => "the queue stayed full until the timeout",
+            Self::Corrupted(_) => "the queue's shared state is corrupted",
+        })
+    }
+}
+
+impl<T> std::error::Error for PushError<T> {}
+
+/// Why a pop returned no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PopError {
+    /// The queue is empty (`try_pop`).
+    Empty,
+    /// The queue is empty and the producer had attached and is gone: nothing more will
+    /// ever arrive.
+    Disconnected,
+    /// The queue stayed empty for the whole timeout (`pop_timeout`).
+    Timeout,
+    /// The queue's shared state is inconsistent (a peer wrote garbage).
+    Corrupted,
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "the queue is empty",
+            Self::Disconnected => "the queue is empty and the producer is gone",
+            Self::Timeout => "the queue stayed empty until the timeout",
+            Self::Corrupted => "the queue's shared state is corrupted",
+        })
+    }
+}
+
+impl std::error::Error for PopError {}
+
 /// The `OpenError::Io(InvalidInput)` for an argument a constructor cannot accept.
 pub(crate) fn invalid_input(message: String) -> OpenError {
     OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))

@@ -156,6 +156,49 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Wait
     }
 }
 
+/// `futex_waitv(words, 0, deadline, CLOCK_MONOTONIC)`: sleeps until any of the words is
+/// woken or holds another value than expected, or the deadline passes. Shared futexes,
+/// 32-bit words. Every return but `TimedOut` may be spurious.
+#[cfg(not(loom))]
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: &Deadline) -> WaitOutcome {
+    use rustix::io::Errno;
+    use rustix::thread::futex;
+
+    if deadline.has_passed() {
+        return WaitOutcome::TimedOut;
+    }
+    let waits: Vec<futex::Wait> = words
+        .iter()
+        .map(|(word, expected)| {
+            let mut w = futex::Wait::new();
+            w.val = u64::from(*expected);
+            w.uaddr = futex::WaitPtr::new(word.as_std().as_ptr().cast());
+            w.flags = futex::WaitFlags::SIZE_U32; // shared: no FUTEX2_PRIVATE
+            w
+        })
+        .collect();
+    let timeout = deadline.0.as_ref();
+    match futex::waitv(&waits, futex::WaitvFlags::empty(), timeout, ClockId::Monotonic) {
+        Ok(_) | Err(Errno::AGAIN) | Err(Errno::INTR) => WaitOutcome::Woken,
+        Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
+        Err(other) => {
+            debug_assert!(false, "futex_waitv failed: {other}");
+            WaitOutcome::Woken
+        }
+    }
+}
+
+/// Loom model of [`wait_any`]: waits on the first word only. The callers' loops re-check
+/// everything, and loom models do not exercise the second word (a peer's death).
+#[cfg(loom)]
+#[allow(dead_code)]
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: &Deadline) -> WaitOutcome {
+    match words.first() {
+        Some((word, expected)) => wait(word, *expected, deadline),
+        None => WaitOutcome::Woken,
+    }
+}
+
 /// `futex(word, FUTEX_WAKE, 1)`: wakes at most one waiter. Returns how many woke.
 #[cfg(not(loom))]
 #[allow(dead_code)]

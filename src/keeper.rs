@@ -10,7 +10,6 @@
 //!
 //! After a `fork` the child has no keeper (only the forking thread survives); the first
 //! claim in the child starts a new one.
-#![allow(dead_code)] // wired up by the queues and pipes
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};

@@ -75,6 +75,7 @@ compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm")
 mod condition;
 mod error;
 mod event;
+mod fence;
 mod futex;
 mod keeper;
 mod lock;
@@ -87,12 +88,15 @@ mod robust;
 mod segment;
 mod semaphore;
 mod shared;
+pub mod spsc;
 mod value;
 
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use condition::Condition;
-pub use error::{LockError, LockResult, OpenError, ReleaseError, TryLockError};
+pub use error::{
+    LockError, LockResult, OpenError, PopError, PushError, ReleaseError, TryLockError,
+};
 pub use event::Event;
 pub use lock::Lock;
 pub use raw::LockGuard;

@@ -198,6 +198,18 @@ impl RawLock {
         owner != 0 && owner != NOT_RECOVERABLE
     }
 
+    /// Whether the lock is held, with Acquire ordering: a holder's writes before it
+    /// released the lock (or died) are visible once this returns false. For role locks.
+    pub(crate) fn is_held_acquire(&self) -> bool {
+        let owner = self.word.load(Ordering::Acquire) & FUTEX_TID_MASK;
+        owner != 0 && owner != NOT_RECOVERABLE
+    }
+
+    /// The futex word, for waiting on a role lock's release together with another word.
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
     /// Whether the lock has become unusable ([`LockError::NotRecoverable`]).
     pub fn is_not_recoverable(&self) -> bool {
         self.word.load(Ordering::Relaxed) & FUTEX_TID_MASK == NOT_RECOVERABLE

@@ -1,0 +1,565 @@
+//! Single-producer single-consumer queues of plain data in a named segment.
+//!
+//! One [`Producer`] and one [`Consumer`], usually in two processes, move `T: Pod` values
+//! through a ring in shared memory. A steady stream makes no syscall and no
+//! read-modify-write: one Release store per value. A side blocks (futex) only when the
+//! ring is full or empty, and the other side wakes it only if it sleeps.
+//!
+//! Each role is claimed exclusively: a second producer while the first handle lives, in
+//! this process or another, gets [`OpenError::Busy`]. When a
+//! handle is dropped or its process dies, the role can be claimed again, and the other
+//! side, once it has drained what was committed, gets `Disconnected`.
+//!
+//! # Examples
+//!
+//! ```
+//! use shmsync::{Options, PopError, spsc};
+//!
+//! # let opts = Options::new().dir(std::env::temp_dir());
+//! # let name = format!("doc-spsc-{}", std::process::id());
+//! let mut tx = spsc::Producer::<u64>::create_with(&name, 1000, &opts)?; // rounds up to 1024
+//! let mut rx = spsc::Consumer::<u64>::open_with(&name, &opts)?;         // usually another process
+//! assert_eq!(tx.capacity(), 1024);
+//! tx.try_push(7).unwrap();
+//! assert_eq!(rx.try_pop(), Ok(7));
+//! drop(tx);
+//! assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+//! spsc::Producer::<u64>::unlink_with(&name, &opts)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use crate::error::{OpenError, PopError, PushError, invalid_input};
+use crate::futex::{self, Deadline};
+use crate::keeper::{self, ClaimError, RoleClaim};
+use crate::loom::{AtomicU32, Ordering, UnsafeCell, spin_loop};
+use crate::pad::CachePadded;
+use crate::queue::spsc_ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
+use crate::raw::RawLock;
+use crate::robust::FUTEX_WAITERS;
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::{ShmSafe, fence};
+
+/// One side's shared state.
+#[repr(C)]
+struct Side {
+    /// Held by the keeper thread of the process whose handle has this role.
+    role: RawLock,
+    /// 1 once any handle has had this role (so that its absence means "left").
+    attached: AtomicU32,
+    /// 1 while this side may be asleep on `wake`.
+    sleeping: AtomicU32,
+    /// Bumped by the other side to wake this one.
+    wake: AtomicU32,
+    _reserved: u32,
+}
+
+/// The segment payload before the slots.
+#[repr(C)]
+struct Control {
+    indices: Indices,
+    producer: CachePadded<Side>,
+    consumer: CachePadded<Side>,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Control>() == 512 && align_of::<Control>() == 128);
+
+/// Largest capacity: 2^40 slots (the segment's own size limit comes first for most types).
+const MAX_CAPACITY: u64 = 1 << 40;
+/// How long a sleeper sleeps at most before looking again, as a net under lost wake-ups
+/// (there are none by design) and hostile peers.
+const SAFETY_SLICE: Duration = Duration::from_millis(50);
+
+/// The mapping and typed views of one queue, shared by both ends' code.
+struct Queue<T> {
+    segment: Segment,
+    capacity: u64,
+    _holds: PhantomData<T>,
+}
+
+impl<T: bytemuck::Pod> Queue<T> {
+    const SLOTS_AT: usize = size_of::<Control>().next_multiple_of(align_of::<T>());
+
+    fn expected() -> Expected {
+        Expected {
+            kind: ObjectKind::SpscQueue,
+            element: Element {
+                size: size_of::<T>() as u64,
+                align: align_of::<T>().max(align_of::<Control>()) as u32,
+                type_tag: <T as ShmSafe>::type_tag(),
+            },
+        }
+    }
+
+    fn payload_len(capacity: u64) -> Option<u64> {
+        (size_of::<T>() as u64).checked_mul(capacity)?.checked_add(Self::SLOTS_AT as u64)
+    }
+
+    fn spec(capacity: usize) -> Result<Spec, OpenError> {
+        if capacity == 0 || capacity as u64 > MAX_CAPACITY {
+            return Err(invalid_input(format!(
+                "queue capacity must be 1..={MAX_CAPACITY}, got {capacity}"
+            )));
+        }
+        let capacity = (capacity as u64).next_power_of_two();
+        let payload_len = Self::payload_len(capacity).ok_or(OpenError::NoSpace)?;
+        Ok(Spec { expected: Self::expected(), capacity, payload_len })
+    }
+
+    fn create(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
+        Segment::create(name, &Self::spec(capacity)?, opts, |_| {}).and_then(Self::adopt)
+    }
+
+    fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Segment::open(name, &Self::expected(), opts).and_then(Self::adopt)
+    }
+
+    fn open_or_create(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
+        Segment::open_or_create(name, &Self::spec(capacity)?, opts, |_| {}).and_then(Self::adopt)
+    }
+
+    /// Checks what the segment layer leaves to the object: a power-of-two capacity whose
+    /// slots exactly fill the payload.
+    fn adopt(segment: Segment) -> Result<Self, OpenError> {
+        let capacity = segment.capacity();
+        let fits = capacity.is_power_of_two()
+            && capacity <= MAX_CAPACITY
+            && Self::payload_len(capacity) == Some(segment.payload_len() as u64);
+        if !fits {
+            return Err(OpenError::Corrupted);
+        }
+        Ok(Self { segment, capacity, _holds: PhantomData })
+    }
+
+    fn control(&self) -> &Control {
+        // SAFETY: the payload starts with a Control (placed by `spec`, size checked by
+        // `adopt`), 128-byte aligned, valid for every bit pattern (atomics and integers).
+        unsafe { &*self.segment.payload().as_ptr().cast::<Control>() }
+    }
+
+    fn ring(&self) -> RingMemory<T> {
+        let base = self.segment.payload();
+        // SAFETY: indices at the payload's start; `capacity` slots at SLOTS_AT, inside the
+        // payload (checked by `adopt`) and aligned for T; the mapping lives as long as the
+        // handle that owns this Queue and the ring ends built from it.
+        unsafe {
+            let slots = base.add(Self::SLOTS_AT).cast::<UnsafeCell<T>>();
+            RingMemory::new(NonNull::from(&self.control().indices), slots, self.capacity)
+        }
+    }
+
+    /// Claims `side`'s role for this process and marks the side attached.
+    fn claim(&self, side: &Side) -> Result<RoleClaim, OpenError> {
+        fence::register();
+        // SAFETY: the claim is dropped before the segment (field order of the handles).
+        match unsafe { keeper::claim(&side.role) } {
+            Ok((claim, _)) => {
+                side.attached.store(1, Ordering::Release);
+                Ok(claim)
+            }
+            Err(ClaimError::Busy) => Err(OpenError::Busy),
+            Err(ClaimError::NotRecoverable) => Err(OpenError::Corrupted),
+            Err(ClaimError::KeeperGone) => {
+                Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")))
+            }
+        }
+    }
+}
+
+/// Whether the end on `side` had attached and is gone now (dropped or dead). Acquire:
+/// everything it committed before leaving is visible once this is true.
+fn gone(side: &Side) -> bool {
+    side.attached.load(Ordering::Acquire) != 0 && !side.role.is_held_acquire()
+}
+
+/// Wakes the other side if it may be asleep: the light half of the handoff.
+fn wake(side: &Side) {
+    fence::light();
+    if side.sleeping.load(Ordering::Relaxed) != 0 {
+        side.sleeping.store(0, Ordering::Relaxed);
+        side.wake.fetch_add(1, Ordering::Release);
+        futex::wake_all(&side.wake);
+    }
+}
+
+/// Sleeps on `me.wake` and on the other side's role word, unless `ready()` turns true
+/// after announcing the sleep: the heavy half of the handoff.
+fn sleep(me: &Side, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
+    let seen = me.wake.load(Ordering::Acquire);
+    me.sleeping.store(1, Ordering::Relaxed);
+    fence::heavy();
+    if ready() || gone(other) {
+        me.sleeping.store(0, Ordering::Relaxed);
+        return;
+    }
+    // Ask to be woken when the other side's role is released or its holder dies: set
+    // WAITERS on its role lock, which its unlock and the kernel both honour.
+    let role = other.role.word();
+    let mut word = role.load(Ordering::Relaxed);
+    if word & FUTEX_WAITERS == 0 {
+        word = match role.compare_exchange(
+            word,
+            word | FUTEX_WAITERS,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => word | FUTEX_WAITERS,
+            Err(now) => now, // changed: the wait below returns at once and we look again
+        };
+    }
+    let slice = match deadline.remaining() {
+        Some(left) if left < SAFETY_SLICE => *deadline,
+        _ => Deadline::after(SAFETY_SLICE),
+    };
+    let _ = futex::wait_any(&[(&me.wake, seen), (role, word)], &slice);
+    me.sleeping.store(0, Ordering::Relaxed);
+}
+
+/// Spins briefly (doubling pauses, ~1.4 us in all) while `ready()` is false.
+fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
+    for round in 0..6 {
+        if ready() {
+            return true;
+        }
+        for _ in 0..1u32 << round {
+            spin_loop();
+        }
+    }
+    ready()
+}
+
+macro_rules! queue_constructors {
+    ($end:ident, $what:literal) => {
+        impl<T: bytemuck::Pod> $end<T> {
+            #[doc = concat!("Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded up to a power of two) and takes its ", $what, " role.")]
+            ///
+            /// # Errors
+            ///
+            /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
+            /// `Io(InvalidInput)` for a capacity of 0 or above 2^40.
+            pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+                Self::create_with(name, capacity, &Options::new())
+            }
+
+            /// `create` with explicit [`Options`].
+            ///
+            /// # Errors
+            ///
+            /// As `create`.
+            pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
+                Self::attach(Queue::create(name, capacity, opts)?)
+            }
+
+            #[doc = concat!("Opens the existing queue `name` in `/dev/shm` and takes its ", $what, " role.")]
+            ///
+            /// # Errors
+            ///
+            /// `Busy` if a live handle holds the role; `NotFound`, `KindMismatch`,
+            /// `LayoutMismatch` (another element type), `NotInitialized`, `Corrupted`, ...
+            /// as [`OpenError`] describes.
+            pub fn open(name: &str) -> Result<Self, OpenError> {
+                Self::open_with(name, &Options::new())
+            }
+
+            /// `open` with explicit [`Options`].
+            ///
+            /// # Errors
+            ///
+            /// As `open`.
+            pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+                Self::attach(Queue::open(name, opts)?)
+            }
+
+            /// Opens the queue `name`, or creates it with `capacity` if absent; race-free.
+            /// An existing queue keeps its own capacity.
+            ///
+            /// # Errors
+            ///
+            /// Those of `create` and `open`.
+            pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+                Self::open_or_create_with(name, capacity, &Options::new())
+            }
+
+            /// `open_or_create` with explicit [`Options`].
+            ///
+            /// # Errors
+            ///
+            /// As `open_or_create`.
+            pub fn open_or_create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
+                Self::attach(Queue::open_or_create(name, capacity, opts)?)
+            }
+
+            /// Removes the queue's name; open handles keep working.
+            ///
+            /// # Errors
+            ///
+            /// `NotFound`, `InvalidName`, `PermissionDenied`, `Io`.
+            pub fn unlink(name: &str) -> Result<(), OpenError> {
+                Segment::unlink(name, &Options::new())
+            }
+
+            /// `unlink` in the directory of `opts`.
+            ///
+            /// # Errors
+            ///
+            /// As `unlink`.
+            pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
+                Segment::unlink(name, opts)
+            }
+
+            /// The number of values the queue holds at most.
+            pub fn capacity(&self) -> usize {
+                self.queue.capacity as usize
+            }
+
+            /// Facts about the segment.
+            pub fn info(&self) -> &SegmentInfo {
+                self.queue.segment.info()
+            }
+        }
+
+        impl<T: bytemuck::Pod> std::fmt::Debug for $end<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($end))
+                    .field("name", &self.info().name())
+                    .field("capacity", &self.capacity())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+/// The producing end of an SPSC queue.
+pub struct Producer<T: bytemuck::Pod> {
+    // Field order is drop order: the role is released before the mapping goes.
+    _claim: RoleClaim,
+    writer: Writer<T>,
+    queue: Queue<T>,
+}
+
+// SAFETY: the handle owns the producing role; the mapping is shared memory usable from
+// any thread, and the role is held by the process's keeper, not by a thread.
+unsafe impl<T: bytemuck::Pod + Send> Send for Producer<T> {}
+
+queue_constructors!(Producer, "producer");
+
+impl<T: bytemuck::Pod> Producer<T> {
+    fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
+        let claim = queue.claim(&queue.control().producer)?;
+        // SAFETY: our claim makes this the only writer of the ring.
+        let writer = unsafe { Writer::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
+        Ok(Self { _claim: claim, writer, queue })
+    }
+
+    fn consumer(&self) -> &Side {
+        &self.queue.control().consumer
+    }
+
+    /// Appends `value` if there is room; never blocks, no syscall unless the consumer
+    /// sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `Full(value)`; `Disconnected(value)` once the consumer had attached and is gone;
+    /// `Corrupted(value)` if the shared state is inconsistent.
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if gone(self.consumer()) {
+            return Err(PushError::Disconnected(value));
+        }
+        match self.writer.try_push(value) {
+            Ok(()) => {
+                wake(self.consumer());
+                Ok(())
+            }
+            Err(PushFailure::Full(v)) => Err(PushError::Full(v)),
+            Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
+        }
+    }
+
+    /// Appends `value`, blocking while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected(value)` once the consumer is gone; `Corrupted(value)`.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::never())
+    }
+
+    /// Appends `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout(value)`, and those of [`push`](Self::push).
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::after(timeout))
+    }
+
+    /// Appends `value`, waiting at most until `deadline` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_timeout`](Self::push_timeout).
+    pub fn push_deadline(&mut self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::at(deadline))
+    }
+
+    fn push_until(&mut self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(v)) => value = v,
+                done => return done,
+            }
+            if deadline.has_passed() {
+                return Err(PushError::Timeout(value));
+            }
+            let writer = &mut self.writer;
+            let mut room = || writer.free(1).map_or(true, |free| free > 0);
+            if !spin_until(&mut room) {
+                let control = self.queue.control();
+                sleep(&control.producer, &control.consumer, deadline, &mut room);
+            }
+        }
+    }
+
+    /// Values in the queue, as last seen by the producer (refreshed now).
+    pub fn len(&mut self) -> usize {
+        let capacity = self.queue.capacity;
+        self.writer.free(capacity).map_or(0, |free| (capacity - free) as usize)
+    }
+
+    /// Whether the queue is empty right now.
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the queue is full right now.
+    pub fn is_full(&mut self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Whether the consumer had attached and is gone.
+    pub fn is_abandoned(&self) -> bool {
+        gone(self.consumer())
+    }
+}
+
+/// The consuming end of an SPSC queue.
+pub struct Consumer<T: bytemuck::Pod> {
+    _claim: RoleClaim,
+    reader: Reader<T>,
+    queue: Queue<T>,
+}
+
+// SAFETY: as for `Producer`.
+unsafe impl<T: bytemuck::Pod + Send> Send for Consumer<T> {}
+
+queue_constructors!(Consumer, "consumer");
+
+impl<T: bytemuck::Pod> Consumer<T> {
+    fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
+        let claim = queue.claim(&queue.control().consumer)?;
+        // SAFETY: our claim makes this the only reader of the ring.
+        let reader = unsafe { Reader::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
+        Ok(Self { _claim: claim, reader, queue })
+    }
+
+    fn producer(&self) -> &Side {
+        &self.queue.control().producer
+    }
+
+    /// Takes the oldest value if there is one; never blocks, no syscall unless the
+    /// producer sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`; `Disconnected` once the queue is empty and the producer had attached and
+    /// is gone; `Corrupted`.
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        match self.reader.try_pop() {
+            Ok(v) => {
+                wake(self.producer());
+                Ok(v)
+            }
+            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+            Err(PopFailure::Empty) if gone(self.producer()) => {
+                // Everything it committed before leaving is visible now: drain first.
+                match self.reader.try_pop() {
+                    Ok(v) => Ok(v),
+                    Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+                    Err(PopFailure::Empty) => Err(PopError::Disconnected),
+                }
+            }
+            Err(PopFailure::Empty) => Err(PopError::Empty),
+        }
+    }
+
+    /// Takes the oldest value, blocking while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once the queue is empty and the producer is gone (woken within
+    /// about a millisecond of its death); `Corrupted`.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(&Deadline::never())
+    }
+
+    /// Takes the oldest value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`pop`](Self::pop).
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(&Deadline::after(timeout))
+    }
+
+    /// Takes the oldest value, waiting at most until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_deadline(&mut self, deadline: Instant) -> Result<T, PopError> {
+        self.pop_until(&Deadline::at(deadline))
+    }
+
+    fn pop_until(&mut self, deadline: &Deadline) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                done => return done,
+            }
+            if deadline.has_passed() {
+                return Err(PopError::Timeout);
+            }
+            let reader = &mut self.reader;
+            let mut ready = || reader.available(1).map_or(true, |n| n > 0);
+            if !spin_until(&mut ready) {
+                let control = self.queue.control();
+                sleep(&control.consumer, &control.producer, deadline, &mut ready);
+            }
+        }
+    }
+
+    /// Values ready to read (refreshed now).
+    pub fn len(&mut self) -> usize {
+        self.reader.available(self.queue.capacity).map_or(0, |n| n as usize)
+    }
+
+    /// Whether the queue is empty right now.
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the queue is full right now.
+    pub fn is_full(&mut self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Whether the producer had attached and is gone.
+    pub fn is_abandoned(&self) -> bool {
+        gone(self.producer())
+    }
+}
