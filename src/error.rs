@@ -319,6 +319,31 @@ impl fmt::Display for PopError {
 
 impl std::error::Error for PopError {}
 
+/// Why a zero-copy chunk could not be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// Fewer slots (to write) or values (to read) are available than asked for; ask for
+    /// fewer, or wait.
+    TooFewSlots,
+    /// The other side had attached and is gone (for reading: and nothing is left).
+    Disconnected,
+    /// The queue's shared state is inconsistent (a peer wrote garbage).
+    Corrupted,
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TooFewSlots => "fewer slots are available than asked for",
+            Self::Disconnected => "the other side is gone",
+            Self::Corrupted => "the queue's shared state is corrupted",
+        })
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
 /// The `OpenError::Io(InvalidInput)` for an argument a constructor cannot accept.
 pub(crate) fn invalid_input(message: String) -> OpenError {
     OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))

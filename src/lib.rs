@@ -95,7 +95,7 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use condition::Condition;
 pub use error::{
-    LockError, LockResult, OpenError, PopError, PushError, ReleaseError, TryLockError,
+    ChunkError, LockError, LockResult, OpenError, PopError, PushError, ReleaseError, TryLockError,
 };
 pub use event::Event;
 pub use lock::Lock;

@@ -32,7 +32,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use crate::error::{OpenError, PopError, PushError, invalid_input};
+use crate::error::{ChunkError, OpenError, PopError, PushError, invalid_input};
 use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, Ordering, UnsafeCell, spin_loop};
@@ -445,6 +445,72 @@ impl<T: bytemuck::Pod> Producer<T> {
     pub fn is_abandoned(&self) -> bool {
         gone(self.consumer())
     }
+
+    /// Lends the next `n` free slots to fill in place (zero-copy); nothing is published
+    /// until [`WriteChunk::commit`]. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots` if fewer than `n` are free, `Disconnected` once the consumer is
+    /// gone, `Corrupted`.
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        if gone(self.consumer()) {
+            return Err(ChunkError::Disconnected);
+        }
+        match self.writer.slots(n) {
+            Ok(Some(_)) => Ok(WriteChunk { producer: self, n }),
+            Ok(None) => Err(ChunkError::TooFewSlots),
+            Err(_) => Err(ChunkError::Corrupted),
+        }
+    }
+}
+
+/// Free slots lent by [`Producer::write_chunk`], to fill in place. Dropping it publishes
+/// nothing.
+#[derive(Debug)]
+pub struct WriteChunk<'a, T: bytemuck::Pod> {
+    producer: &'a mut Producer<T>,
+    n: usize,
+}
+
+impl<T: bytemuck::Pod> WriteChunk<'_, T> {
+    /// The slots, as two slices: up to the end of the ring, then from its start (often
+    /// empty). They hold whatever was there before: overwrite what you commit.
+    pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+        match self.producer.writer.slots(self.n) {
+            Ok(Some(slices)) => slices,
+            // The free space only grows while we hold the chunk and the check was done
+            // when it was made.
+            _ => unreachable!("a chunk's slots stay free"),
+        }
+    }
+
+    /// The number of slots lent.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the chunk has no slots.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Publishes the first `k` slots to the consumer, in one store.
+    ///
+    /// # Panics
+    ///
+    /// If `k` exceeds the chunk's length.
+    pub fn commit(self, k: usize) {
+        assert!(k <= self.n, "commit({k}) of a chunk of {}", self.n);
+        self.producer.writer.commit(k);
+        wake(self.producer.consumer());
+    }
+
+    /// Publishes every slot of the chunk.
+    pub fn commit_all(self) {
+        let n = self.n;
+        self.commit(n);
+    }
 }
 
 /// The consuming end of an SPSC queue.
@@ -561,5 +627,72 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// Whether the producer had attached and is gone.
     pub fn is_abandoned(&self) -> bool {
         gone(self.producer())
+    }
+
+    /// Lends the next `n` values to read in place (zero-copy); their slots are freed only
+    /// by [`ReadChunk::commit`]. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots` if fewer than `n` values are ready, `Disconnected` if none are and
+    /// the producer is gone, `Corrupted`.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        let producer_gone = gone(self.producer());
+        let ready = self.reader.available(n as u64).map_err(|_| ChunkError::Corrupted)?;
+        if ready >= n as u64 {
+            return Ok(ReadChunk { consumer: self, n });
+        }
+        if producer_gone && ready == 0 {
+            return Err(ChunkError::Disconnected);
+        }
+        Err(ChunkError::TooFewSlots)
+    }
+}
+
+/// Values lent by [`Consumer::read_chunk`], to read in place. Dropping it frees nothing.
+///
+/// The values are read straight from shared memory: a hostile producer could change
+/// them while you look. Copy them out first if that matters.
+#[derive(Debug)]
+pub struct ReadChunk<'a, T: bytemuck::Pod> {
+    consumer: &'a mut Consumer<T>,
+    n: usize,
+}
+
+impl<T: bytemuck::Pod> ReadChunk<'_, T> {
+    /// The values, as two slices: up to the end of the ring, then from its start.
+    pub fn as_slices(&mut self) -> (&[T], &[T]) {
+        match self.consumer.reader.slots(self.n) {
+            Ok(Some(slices)) => slices,
+            // Ready values only grow while we hold the chunk.
+            _ => unreachable!("a chunk's values stay ready"),
+        }
+    }
+
+    /// The number of values lent.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the chunk has no values.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Frees the first `k` slots for the producer, in one store.
+    ///
+    /// # Panics
+    ///
+    /// If `k` exceeds the chunk's length.
+    pub fn commit(self, k: usize) {
+        assert!(k <= self.n, "commit({k}) of a chunk of {}", self.n);
+        self.consumer.reader.consume(k);
+        wake(self.consumer.producer());
+    }
+
+    /// Frees every slot of the chunk.
+    pub fn commit_all(self) {
+        let n = self.n;
+        self.commit(n);
     }
 }

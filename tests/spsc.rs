@@ -242,3 +242,97 @@ fn a_consumer_blocked_when_the_producer_dies_gets_disconnected() {
     });
     spsc::Consumer::<u64>::unlink(&name).unwrap();
 }
+
+#[test]
+fn chunks_write_and_read_in_place() {
+    let name = unique_name("chunks");
+    let _cleanup = Remove::shm(&name);
+    let mut tx = spsc::Producer::<u32>::create(&name, 8).unwrap();
+    let mut rx = spsc::Consumer::<u32>::open(&name).unwrap();
+    assert_eq!(tx.write_chunk(9).unwrap_err(), shmsync::ChunkError::TooFewSlots);
+    assert_eq!(rx.read_chunk(1).unwrap_err(), shmsync::ChunkError::TooFewSlots);
+
+    // Move the positions to 6, so that a chunk of 5 wraps as 2 + 3.
+    for v in 0..6 {
+        tx.try_push(v).unwrap();
+        assert_eq!(rx.try_pop(), Ok(v));
+    }
+    let mut chunk = tx.write_chunk(5).unwrap();
+    let (a, b) = chunk.as_mut_slices();
+    assert_eq!((a.len(), b.len()), (2, 3));
+    a.copy_from_slice(&[10, 11]);
+    b.copy_from_slice(&[12, 13, 14]);
+    chunk.commit(4);
+    // A dropped chunk publishes nothing.
+    drop(tx.write_chunk(1).unwrap());
+    assert_eq!(rx.len(), 4);
+
+    let mut chunk = rx.read_chunk(4).unwrap();
+    let (a, b) = chunk.as_slices();
+    assert_eq!((a, b), (&[10, 11][..], &[12, 13][..]));
+    chunk.commit(3);
+    let chunk = rx.read_chunk(1).unwrap();
+    drop(chunk); // frees nothing
+    assert_eq!(rx.try_pop(), Ok(13));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+
+    drop(tx);
+    assert_eq!(rx.read_chunk(1).unwrap_err(), shmsync::ChunkError::Disconnected);
+    spsc::Consumer::<u32>::unlink(&name).unwrap();
+}
+
+#[test]
+fn chunked_streams_cross_processes_in_order() {
+    const COUNT: u64 = 1_000_000;
+    if role().as_deref() == Some("chunk-producer") {
+        let mut tx = spsc::Producer::<u64>::open(&arg("QUEUE")).unwrap();
+        let mut next = 0;
+        let mut want = 1;
+        while next < COUNT {
+            let n = want.min((COUNT - next) as usize);
+            match tx.write_chunk(n) {
+                Ok(mut chunk) => {
+                    let (a, b) = chunk.as_mut_slices();
+                    for (slot, v) in a.iter_mut().chain(b.iter_mut()).zip(next..) {
+                        *slot = v;
+                    }
+                    // Publish all but one now and then, to exercise partial commits.
+                    let k = if n > 1 && next % 3 == 0 { n - 1 } else { n };
+                    chunk.commit(k);
+                    next += k as u64;
+                    want = want % 97 + 1;
+                }
+                Err(shmsync::ChunkError::TooFewSlots) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        return;
+    }
+    let name = unique_name("chunk-stream");
+    let _cleanup = Remove::shm(&name);
+    let mut rx = spsc::Consumer::<u64>::create(&name, 1024).unwrap();
+    let producer =
+        spawn("chunked_streams_cross_processes_in_order", "chunk-producer", &[("QUEUE", &name)]);
+    let mut next = 0;
+    let deadline = Instant::now() + LIMIT;
+    while next < COUNT {
+        assert!(Instant::now() < deadline, "stalled at {next}");
+        let ready = rx.len().min(64);
+        if ready == 0 {
+            // Block for at least one value, then go back to chunks.
+            assert_eq!(rx.pop_timeout(LIMIT), Ok(next));
+            next += 1;
+            continue;
+        }
+        let mut chunk = rx.read_chunk(ready).unwrap();
+        let (a, b) = chunk.as_slices();
+        for v in a.iter().chain(b) {
+            assert_eq!(*v, next);
+            next += 1;
+        }
+        chunk.commit_all();
+    }
+    producer.wait_success(LIMIT);
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    spsc::Consumer::<u64>::unlink(&name).unwrap();
+}
