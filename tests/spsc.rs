@@ -263,16 +263,19 @@ fn chunks_write_and_read_in_place() {
     a.copy_from_slice(&[10, 11]);
     b.copy_from_slice(&[12, 13, 14]);
     chunk.commit(4);
-    // A dropped chunk publishes nothing.
-    drop(tx.write_chunk(1).unwrap());
+    // A chunk that goes out of scope publishes nothing.
+    {
+        let _unpublished = tx.write_chunk(1).unwrap();
+    }
     assert_eq!(rx.len(), 4);
 
     let mut chunk = rx.read_chunk(4).unwrap();
     let (a, b) = chunk.as_slices();
     assert_eq!((a, b), (&[10, 11][..], &[12, 13][..]));
     chunk.commit(3);
-    let chunk = rx.read_chunk(1).unwrap();
-    drop(chunk); // frees nothing
+    {
+        let _unread = rx.read_chunk(1).unwrap(); // going out of scope frees nothing
+    }
     assert_eq!(rx.try_pop(), Ok(13));
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
 
