@@ -55,6 +55,8 @@
 //! - [`Lock`], [`Event`], [`Condition`], [`Semaphore`]: futex-based synchronisation
 //!   that makes no syscall when uncontended; the lock reports its owner's death.
 //! - [`Value`], [`Array`]: plain data with its own lock.
+//! - [`spsc::Producer`] and [`spsc::Consumer`]: a single-producer single-consumer queue
+//!   of plain data, blocking only when there is nothing to do, zero-copy chunks.
 //! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
 //!   [`raw`] primitives.
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
