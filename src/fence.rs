@@ -16,6 +16,10 @@ use crate::loom::{Ordering, fence};
 
 /// Whether this process registered for global expedited membarriers.
 static REGISTERED: OnceLock<bool> = OnceLock::new();
+/// The same, readable with one relaxed load on the fast path (false until registered).
+/// A std atomic: a process-local flag outside any loom model.
+#[allow(clippy::disallowed_types)]
+static LIGHT_IS_FREE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Registers this process, once; returns whether membarrier is in use.
 pub(crate) fn register() -> bool {
@@ -25,15 +29,18 @@ pub(crate) fn register() -> bool {
         #[cfg(not(any(loom, miri)))]
         {
             use rustix::thread::{MembarrierCommand, membarrier};
-            membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+            let ok = membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
+            LIGHT_IS_FREE.store(ok, std::sync::atomic::Ordering::Relaxed);
+            ok
         }
     })
 }
 
-/// The publishing side's fence: free when membarrier is in use.
+/// The publishing side's fence: free when membarrier is in use. Callers registered
+/// (through [`register`]) when they attached, so one relaxed load tells.
 #[inline]
 pub(crate) fn light() {
-    if register() {
+    if LIGHT_IS_FREE.load(std::sync::atomic::Ordering::Relaxed) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     } else {
         fence(Ordering::SeqCst);

@@ -173,7 +173,8 @@ impl<T: bytemuck::Pod> Queue<T> {
 /// Whether the end on `side` had attached and is gone now (dropped or dead). Acquire:
 /// everything it committed before leaving is visible once this is true.
 fn gone(side: &Side) -> bool {
-    side.attached.load(Ordering::Acquire) != 0 && !side.role.is_held_acquire()
+    // The role word first: while it is held (the streaming case) one load answers.
+    !side.role.is_held_acquire() && side.attached.load(Ordering::Acquire) != 0
 }
 
 /// Wakes the other side if it may be asleep: the light half of the handoff.
