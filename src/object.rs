@@ -98,12 +98,12 @@ impl<T: ShmSafe> Object<T> {
         self.segment.info()
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn heap(kind: ObjectKind, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
         Segment::heap(&Self::spec(kind), Self::initialiser(init)).and_then(Self::adopt)
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn heap_with_spec(spec: impl FnOnce(&mut Spec)) -> Result<Self, OpenError> {
         let mut s = Self::spec(ObjectKind::Shared);
         spec(&mut s);

@@ -198,6 +198,7 @@ impl RawLock {
         owner != 0 && owner != NOT_RECOVERABLE
     }
 
+    #[cfg_attr(loom, allow(dead_code))] // the queues, which loom builds leave out
     /// Whether the lock is held, with Acquire ordering: a holder's writes before it
     /// released the lock (or died) are visible once this returns false. For role locks.
     pub(crate) fn is_held_acquire(&self) -> bool {
@@ -205,6 +206,7 @@ impl RawLock {
         owner != 0 && owner != NOT_RECOVERABLE
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     /// The futex word, for waiting on a role lock's release together with another word.
     pub(crate) fn word(&self) -> &AtomicU32 {
         &self.word

@@ -39,6 +39,7 @@ pub(crate) const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 /// Bit 31: some thread may be sleeping on the word.
 pub(crate) const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// Distance from a lock word to its list entry (glibc's `-futex_offset` on 64-bit).
+#[cfg_attr(any(loom, miri), allow(dead_code))]
 pub(crate) const ENTRY_OFFSET: usize = 32;
 
 #[cfg(any(loom, miri))]

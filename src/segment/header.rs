@@ -256,7 +256,7 @@ const _: () = {
 
 impl Header {
     /// An all-zero header, as a fresh file holds: for heap-backed segments and loom.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn zeroed() -> Self {
         Self {
             magic: AtomicU64::new(0),
