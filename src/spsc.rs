@@ -37,6 +37,7 @@ use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, Ordering, UnsafeCell, spin_loop};
 use crate::pad::CachePadded;
+use crate::queue::doorbell::Doorbell;
 use crate::queue::spsc_ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
 use crate::raw::RawLock;
 use crate::robust::FUTEX_WAITERS;
@@ -50,10 +51,8 @@ struct Side {
     role: RawLock,
     /// 1 once any handle has had this role (so that its absence means "left").
     attached: AtomicU32,
-    /// 1 while this side may be asleep on `wake`.
-    sleeping: AtomicU32,
-    /// Bumped by the other side to wake this one.
-    wake: AtomicU32,
+    /// This side's sleeping flag and wake word.
+    bell: Doorbell,
     _reserved: u32,
 }
 
@@ -177,26 +176,17 @@ fn gone(side: &Side) -> bool {
     !side.role.is_held_acquire() && side.attached.load(Ordering::Acquire) != 0
 }
 
-/// Wakes the other side if it may be asleep: the light half of the handoff.
+/// Wakes the other side if it may be asleep: the light half of the hand-off.
 fn wake(side: &Side) {
-    fence::light();
-    if side.sleeping.load(Ordering::Relaxed) != 0 {
-        side.sleeping.store(0, Ordering::Relaxed);
-        side.wake.fetch_add(1, Ordering::Release);
-        futex::wake_all(&side.wake);
-    }
+    side.bell.ring(fence::light);
 }
 
-/// Sleeps on `me.wake` and on the other side's role word, unless `ready()` turns true
-/// after announcing the sleep: the heavy half of the handoff.
+/// Sleeps on `me`'s wake word and on the other side's role word, unless `ready()` turns
+/// true after announcing the sleep: the heavy half of the hand-off.
 fn sleep(me: &Side, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
-    let seen = me.wake.load(Ordering::Acquire);
-    me.sleeping.store(1, Ordering::Relaxed);
-    fence::heavy();
-    if ready() || gone(other) {
-        me.sleeping.store(0, Ordering::Relaxed);
+    let Some(seen) = me.bell.prepare(fence::heavy, &mut || ready() || gone(other)) else {
         return;
-    }
+    };
     // Ask to be woken when the other side's role is released or its holder dies: set
     // WAITERS on its role lock, which its unlock and the kernel both honour.
     let role = other.role.word();
@@ -216,8 +206,8 @@ fn sleep(me: &Side, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -
         Some(left) if left < SAFETY_SLICE => *deadline,
         _ => Deadline::after(SAFETY_SLICE),
     };
-    let _ = futex::wait_any(&[(&me.wake, seen), (role, word)], &slice);
-    me.sleeping.store(0, Ordering::Relaxed);
+    let _ = futex::wait_any(&[(me.bell.word(), seen), (role, word)], &slice);
+    me.bell.done();
 }
 
 /// Spins (doubling pauses, 1023 hints: ~20 us, about the cost of a sleep and wake-up

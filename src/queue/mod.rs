@@ -4,5 +4,6 @@
 //! until they land, the algorithms are exercised by their unit tests, Miri and loom.
 #![allow(dead_code)] // wired up by the named queues
 
+pub(crate) mod doorbell;
 pub(crate) mod mpmc_ring;
 pub(crate) mod spsc_ring;
