@@ -57,6 +57,8 @@
 //! - [`Value`], [`Array`]: plain data with its own lock.
 //! - [`spsc::Producer`] and [`spsc::Consumer`]: a single-producer single-consumer queue
 //!   of plain data, blocking only when there is nothing to do, zero-copy chunks.
+//! - [`mpmc::Queue`]: a multi-producer multi-consumer queue of plain data, `Clone`, for
+//!   any number of processes.
 //! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
 //!   [`raw`] primitives.
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
@@ -84,6 +86,8 @@ mod futex;
 mod keeper;
 mod lock;
 mod loom;
+#[cfg(not(loom))] // built on mapped memory only; its ring is loom-checked in `queue`
+pub mod mpmc;
 mod object;
 mod pad;
 mod queue;

@@ -1,0 +1,511 @@
+//! Multi-producer multi-consumer queues of plain data in a named segment.
+//!
+//! Any number of [`Queue`] handles, in any number of processes, push and pop `T: Pod`
+//! values through a bounded ring with per-slot stamps (Vyukov's algorithm, see
+//! `src/queue/mpmc_ring.rs`). Handles are `Clone`; a handle blocks only when the ring is
+//! full (push) or empty (pop), and is woken by the side that changes that.
+//!
+//! `Disconnected` means that another handle had been opened and that none but the caller's
+//! own are alive any more: for `pop`, once the queue is also empty. Each process that opens
+//! the queue holds one of 64 *member* locks (through its keeper thread), which the kernel
+//! releases when the process dies.
+//!
+//! # Examples
+//!
+//! ```
+//! use shmsync::{Options, mpmc};
+//!
+//! # let opts = Options::new().dir(std::env::temp_dir());
+//! # let name = format!("doc-mpmc-{}", std::process::id());
+//! let jobs = mpmc::Queue::<u32>::create_with(&name, 64, &opts)?;
+//! let worker = jobs.clone(); // or mpmc::Queue::open in another process
+//! jobs.try_push(5).unwrap();
+//! assert_eq!(worker.try_pop(), Ok(5));
+//! mpmc::Queue::<u32>::unlink_with(&name, &opts)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{OpenError, PopError, PushError, invalid_input};
+use crate::futex::{self, Deadline};
+use crate::keeper::{self, ClaimError, RoleClaim};
+use crate::loom::{AtomicU32, AtomicU64, Ordering, spin_loop};
+use crate::pad::CachePadded;
+use crate::queue::mpmc_ring::{PopFailure, Positions, PushFailure, Ring, Slot};
+use crate::raw::RawLock;
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::{ShmSafe, fence};
+
+/// Processes that can have the queue open at once.
+const MEMBERS: usize = 64;
+/// Largest capacity.
+const MAX_CAPACITY: u64 = 1 << 40;
+/// How long a sleeper sleeps at most before looking again: the bound on noticing that the
+/// last other handle is gone.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Where sleepers of one kind (consumers on empty, producers on full) wait.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Bell {
+    /// Handles between announcing a sleep and leaving it (a dead one stays counted:
+    /// that only costs wake syscalls).
+    sleepers: AtomicU32,
+    /// Bumped to wake sleepers.
+    seq: AtomicU32,
+}
+
+impl Bell {
+    /// After publishing (light fence): wakes one sleeper, if any.
+    fn ring(&self) {
+        fence::light();
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.seq.fetch_add(1, Ordering::Release);
+            futex::wake_one(&self.seq);
+        }
+    }
+
+    /// Sleeps until rung or `deadline`, unless `ready()` holds after announcing the sleep
+    /// (heavy fence): the sleeping half of the doorbell hand-off.
+    fn sleep(&self, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
+        let seen = self.seq.load(Ordering::Acquire);
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        fence::heavy();
+        if !ready() {
+            let _ = futex::wait(&self.seq, seen, deadline);
+        }
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One member slot: a process with the queue open holds `lock`.
+#[repr(C)]
+struct Member {
+    lock: RawLock,
+    _reserved: [u64; 3],
+}
+
+/// The segment payload before the slots.
+#[repr(C)]
+struct Control {
+    positions: Positions,
+    not_empty: CachePadded<Bell>,
+    not_full: CachePadded<Bell>,
+    /// Member claims ever made: 2 or more means another handle has been opened.
+    claims: AtomicU64,
+    _reserved: [u64; 15],
+    members: [Member; MEMBERS],
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<Member>() == 64);
+    assert!(size_of::<Control>() == 256 + 256 + 128 + 64 * 64);
+};
+
+/// One process's attachment to a queue, shared by its clones.
+struct Inner<T> {
+    // Field order is drop order: the member lock goes before the mapping.
+    _claim: RoleClaim,
+    member: usize,
+    ring: Ring<T>,
+    segment: Segment,
+    _holds: PhantomData<T>,
+}
+
+/// A handle on a multi-producer multi-consumer queue. Clone it to share it between
+/// threads; open the queue by name to share it between processes.
+pub struct Queue<T: bytemuck::Pod> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: bytemuck::Pod> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+// SAFETY: all shared state is reached through the ring's stamp protocol and atomics; the
+// member lock is held by the process's keeper thread, not by any handle's thread.
+unsafe impl<T: bytemuck::Pod + Send> Send for Inner<T> {}
+// SAFETY: as above.
+unsafe impl<T: bytemuck::Pod + Send> Sync for Inner<T> {}
+
+impl<T: bytemuck::Pod> Queue<T> {
+    const SLOTS_AT: usize = size_of::<Control>().next_multiple_of(align_of::<Slot<T>>());
+
+    fn expected() -> Expected {
+        Expected {
+            kind: ObjectKind::MpmcQueue,
+            element: Element {
+                size: size_of::<T>() as u64,
+                align: align_of::<Slot<T>>().max(align_of::<Control>()) as u32,
+                type_tag: <T as ShmSafe>::type_tag(),
+            },
+        }
+    }
+
+    fn payload_len(capacity: u64) -> Option<u64> {
+        (size_of::<Slot<T>>() as u64).checked_mul(capacity)?.checked_add(Self::SLOTS_AT as u64)
+    }
+
+    fn spec(capacity: usize) -> Result<Spec, OpenError> {
+        if capacity == 0 || capacity as u64 > MAX_CAPACITY {
+            return Err(invalid_input(format!(
+                "queue capacity must be 1..={MAX_CAPACITY}, got {capacity}"
+            )));
+        }
+        let capacity = (capacity as u64).next_power_of_two();
+        let payload_len = Self::payload_len(capacity).ok_or(OpenError::NoSpace)?;
+        Ok(Spec { expected: Self::expected(), capacity, payload_len })
+    }
+
+    /// Gives every slot its initial stamp, before anyone can open the queue.
+    fn initialise(capacity: u64) -> impl FnOnce(NonNull<u8>) {
+        move |payload| {
+            for i in 0..capacity {
+                // SAFETY: `capacity` zeroed slots follow the control block (placed by
+                // `spec`); a zeroed Slot is valid (atomics and Pod).
+                let slot = unsafe {
+                    &*payload.as_ptr().add(Self::SLOTS_AT).cast::<Slot<T>>().add(i as usize)
+                };
+                slot.initialise(i);
+            }
+        }
+    }
+
+    /// Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded
+    /// up to a power of two).
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
+    /// `Io(InvalidInput)` for a capacity of 0 or above 2^40.
+    pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+        Self::create_with(name, capacity, &Options::new())
+    }
+
+    /// [`create`](Self::create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
+        let spec = Self::spec(capacity)?;
+        let segment = Segment::create(name, &spec, opts, Self::initialise(spec.capacity))?;
+        Self::attach(segment)
+    }
+
+    /// Opens the existing queue `name` in `/dev/shm`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `KindMismatch`, `LayoutMismatch` (another element type),
+    /// `NotInitialized`, `Corrupted`, and `Busy` if 64 processes have it open.
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// [`open`](Self::open) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Self::attach(Segment::open(name, &Self::expected(), opts)?)
+    }
+
+    /// Opens the queue `name`, or creates it with `capacity` if absent; race-free. An
+    /// existing queue keeps its own capacity.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+        Self::open_or_create_with(name, capacity, &Options::new())
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_with(
+        name: &str,
+        capacity: usize,
+        opts: &Options,
+    ) -> Result<Self, OpenError> {
+        let spec = Self::spec(capacity)?;
+        Self::attach(Segment::open_or_create(name, &spec, opts, Self::initialise(spec.capacity))?)
+    }
+
+    /// Removes the queue's name; open handles keep working.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `InvalidName`, `PermissionDenied`, `Io`.
+    pub fn unlink(name: &str) -> Result<(), OpenError> {
+        Segment::unlink(name, &Options::new())
+    }
+
+    /// [`unlink`](Self::unlink) in the directory of `opts`.
+    ///
+    /// # Errors
+    ///
+    /// As [`unlink`](Self::unlink).
+    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
+        Segment::unlink(name, opts)
+    }
+
+    /// Checks the segment, claims a member slot for this process and builds the handle.
+    fn attach(segment: Segment) -> Result<Self, OpenError> {
+        let capacity = segment.capacity();
+        let fits = capacity.is_power_of_two()
+            && capacity <= MAX_CAPACITY
+            && Self::payload_len(capacity) == Some(segment.payload_len() as u64);
+        if !fits {
+            return Err(OpenError::Corrupted);
+        }
+        let base = segment.payload();
+        // SAFETY: the payload starts with a Control, 128-byte aligned, every bit pattern
+        // valid; it lives as long as `segment`, which the handle owns.
+        let control = unsafe { &*base.as_ptr().cast::<Control>() };
+        // SAFETY: positions and `capacity` initialised slots inside the payload, valid as
+        // long as `segment` (dropped after every use of the ring).
+        let ring = unsafe {
+            Ring::new(
+                NonNull::from(&control.positions),
+                base.add(Self::SLOTS_AT).cast::<Slot<T>>(),
+                capacity,
+            )
+        };
+        fence::register();
+        let mut claimed = None;
+        for (i, member) in control.members.iter().enumerate() {
+            // SAFETY: the claim is dropped before the segment (field order of Inner).
+            match unsafe { keeper::claim(&member.lock) } {
+                Ok((claim, _)) => {
+                    claimed = Some((i, claim));
+                    break;
+                }
+                Err(ClaimError::Busy) => continue,
+                Err(ClaimError::NotRecoverable) => return Err(OpenError::Corrupted),
+                Err(ClaimError::KeeperGone) => {
+                    return Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")));
+                }
+            }
+        }
+        let (member, claim) = claimed.ok_or(OpenError::Busy)?;
+        control.claims.fetch_add(1, Ordering::AcqRel);
+        Ok(Self {
+            inner: Arc::new(Inner { _claim: claim, member, ring, segment, _holds: PhantomData }),
+        })
+    }
+
+    fn control(&self) -> &Control {
+        // SAFETY: as in `attach`.
+        unsafe { &*self.inner.segment.payload().as_ptr().cast::<Control>() }
+    }
+
+    /// Whether another handle had been opened and none but this process's own clones of
+    /// this handle is alive now.
+    fn alone(&self) -> bool {
+        let control = self.control();
+        if Arc::strong_count(&self.inner) > 1 || control.claims.load(Ordering::Acquire) < 2 {
+            return false;
+        }
+        !control
+            .members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i != self.inner.member && m.lock.is_held_acquire())
+    }
+
+    /// Appends `value` if there is room; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `Full(value)`; `Disconnected(value)` when it is full and no other handle is alive
+    /// to pop; `Corrupted(value)`.
+    pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.inner.ring.try_push(value) {
+            Ok(()) => {
+                self.control().not_empty.ring();
+                Ok(())
+            }
+            Err(PushFailure::Full(v)) if self.alone() => Err(PushError::Disconnected(v)),
+            Err(PushFailure::Full(v)) => Err(PushError::Full(v)),
+            Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
+        }
+    }
+
+    /// Appends `value`, blocking while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected(value)` if no other handle is alive to make room; `Corrupted(value)`.
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::never())
+    }
+
+    /// Appends `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout(value)`, and those of [`push`](Self::push).
+    pub fn push_timeout(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::after(timeout))
+    }
+
+    /// Appends `value`, waiting at most until `deadline` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_timeout`](Self::push_timeout).
+    pub fn push_deadline(&self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
+        self.push_until(value, &Deadline::at(deadline))
+    }
+
+    fn push_until(&self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
+        let mut spins = 0u32;
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(v)) => value = v,
+                done => return done,
+            }
+            if deadline.has_passed() {
+                return Err(PushError::Timeout(value));
+            }
+            if spins < 10 {
+                for _ in 0..1u32 << spins {
+                    spin_loop();
+                }
+                spins += 1;
+                continue;
+            }
+            let ring = self.inner.ring;
+            let slice = slice_of(deadline);
+            self.control().not_full.sleep(&slice, &mut || ring.len() < ring.capacity());
+        }
+    }
+
+    /// Takes the oldest value if there is one; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`; `Disconnected` when it is empty and no other handle is alive to push;
+    /// `Corrupted`.
+    pub fn try_pop(&self) -> Result<T, PopError> {
+        match self.inner.ring.try_pop() {
+            Ok(v) => {
+                self.control().not_full.ring();
+                Ok(v)
+            }
+            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+            Err(PopFailure::Empty) if self.alone() => match self.inner.ring.try_pop() {
+                // Whatever the others pushed before leaving is visible now: drain first.
+                Ok(v) => Ok(v),
+                Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+                Err(PopFailure::Empty) => Err(PopError::Disconnected),
+            },
+            Err(PopFailure::Empty) => Err(PopError::Empty),
+        }
+    }
+
+    /// Takes the oldest value, blocking while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once it is empty and no other handle is alive (noticed within
+    /// about 20 ms); `Corrupted`.
+    pub fn pop(&self) -> Result<T, PopError> {
+        self.pop_until(&Deadline::never())
+    }
+
+    /// Takes the oldest value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`pop`](Self::pop).
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(&Deadline::after(timeout))
+    }
+
+    /// Takes the oldest value, waiting at most until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_deadline(&self, deadline: Instant) -> Result<T, PopError> {
+        self.pop_until(&Deadline::at(deadline))
+    }
+
+    fn pop_until(&self, deadline: &Deadline) -> Result<T, PopError> {
+        let mut spins = 0u32;
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                done => return done,
+            }
+            if deadline.has_passed() {
+                return Err(PopError::Timeout);
+            }
+            if spins < 10 {
+                for _ in 0..1u32 << spins {
+                    spin_loop();
+                }
+                spins += 1;
+                continue;
+            }
+            let ring = self.inner.ring;
+            let slice = slice_of(deadline);
+            self.control().not_empty.sleep(&slice, &mut || ring.len() > 0);
+        }
+    }
+
+    /// Values in the queue right now (a snapshot).
+    pub fn len(&self) -> usize {
+        self.inner.ring.len() as usize
+    }
+
+    /// Whether the queue is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the queue is full right now.
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// The number of values the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.inner.ring.capacity() as usize
+    }
+
+    /// Facts about the segment.
+    pub fn info(&self) -> &SegmentInfo {
+        self.inner.segment.info()
+    }
+}
+
+/// The shorter of the caller's deadline and one slice from now.
+fn slice_of(deadline: &Deadline) -> Deadline {
+    match deadline.remaining() {
+        Some(left) if left < SLICE => *deadline,
+        _ => Deadline::after(SLICE),
+    }
+}
+
+impl<T: bytemuck::Pod> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.info().name())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
