@@ -10,6 +10,11 @@
 //! the queue holds one of 64 *member* locks (through its keeper thread), which the kernel
 //! releases when the process dies.
 //!
+//! A producer that dies between claiming a position and publishing it leaves a hole.
+//! Each member marks the position it is claiming; a consumer that finds the queue empty
+//! behind a hole whose marker belongs to a dead member steps over it. At most the dead
+//! process's one in-flight value is lost.
+//!
 //! # Examples
 //!
 //! ```
@@ -86,7 +91,10 @@ impl Bell {
 #[repr(C)]
 struct Member {
     lock: RawLock,
-    _reserved: [u64; 3],
+    /// `pos + 1` while this member is claiming or filling position `pos`, else 0. If the
+    /// member dies with it set, consumers know that position will never be published.
+    inflight: AtomicU64,
+    _reserved: [u64; 2],
 }
 
 /// The segment payload before the slots.
@@ -300,6 +308,10 @@ impl<T: bytemuck::Pod> Queue<T> {
             }
         }
         let (member, claim) = claimed.ok_or(OpenError::Busy)?;
+        // A dead predecessor's mark is forgotten here: its hole, if any, must have been
+        // stepped over while the member was free (consumers look whenever they find the
+        // queue empty).
+        control.members[member].inflight.store(0, Ordering::Relaxed);
         control.claims.fetch_add(1, Ordering::AcqRel);
         Ok(Self {
             inner: Arc::new(Inner { _claim: claim, member, ring, segment, _holds: PhantomData }),
@@ -332,7 +344,14 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// `Full(value)`; `Disconnected(value)` when it is full and no other handle is alive
     /// to pop; `Corrupted(value)`.
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
-        match self.inner.ring.try_push(value) {
+        let mark = &self.control().members[self.inner.member].inflight;
+        let pushed = self
+            .inner
+            .ring
+            .try_push_marked(value, |pos| mark.store(pos.wrapping_add(1), Ordering::Relaxed));
+        // Published (or never claimed): nothing of ours can be left half-done.
+        mark.store(0, Ordering::Release);
+        match pushed {
             Ok(()) => {
                 self.control().not_empty.ring();
                 Ok(())
@@ -341,6 +360,25 @@ impl<T: bytemuck::Pod> Queue<T> {
             Err(PushFailure::Full(v)) => Err(PushError::Full(v)),
             Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
         }
+    }
+
+    /// If the oldest position was claimed by a member that died before publishing it (and
+    /// no live member is working on it), steps over it. Returns whether it did.
+    fn step_over_dead_claim(&self) -> bool {
+        let Some(pos) = self.inner.ring.unpublished_head() else { return false };
+        let marker = pos.wrapping_add(1);
+        let (mut dead, mut live) = (false, false);
+        for m in &self.control().members {
+            // Acquire pairs with the marking member's Release claim.
+            if m.inflight.load(Ordering::Acquire) == marker {
+                if m.lock.is_held_acquire() {
+                    live = true;
+                } else {
+                    dead = true;
+                }
+            }
+        }
+        dead && !live && self.inner.ring.skip_abandoned(pos)
     }
 
     /// Appends `value`, blocking while the queue is full.
@@ -406,6 +444,7 @@ impl<T: bytemuck::Pod> Queue<T> {
                 Ok(v)
             }
             Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+            Err(PopFailure::Empty) if self.step_over_dead_claim() => self.try_pop(),
             Err(PopFailure::Empty) if self.alone() => match self.inner.ring.try_pop() {
                 // Whatever the others pushed before leaving is visible now: drain first.
                 Ok(v) => Ok(v),

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -178,5 +179,67 @@ fn a_producer_killed_mid_stream_does_not_hang_the_consumer() {
         }
     }
     assert!(killed.elapsed() < Duration::from_secs(2), "took {:?}", killed.elapsed());
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+#[test]
+fn a_hole_left_by_a_dead_producer_is_stepped_over() {
+    match role().as_deref() {
+        Some("dead-member") => {
+            let _q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
+            report("opened");
+            std::thread::sleep(LIMIT);
+            return;
+        }
+        Some("live-producer") => {
+            let q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
+            report("opened");
+            wait_for_parent(LIMIT);
+            q.push_timeout(99, LIMIT).unwrap();
+            report("pushed");
+            wait_for_parent(LIMIT);
+            return;
+        }
+        _ => {}
+    }
+    let name = unique_name("hole");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u64>::create(&name, 8).unwrap();
+    q.try_push(1).unwrap();
+    assert_eq!(q.try_pop(), Ok(1)); // head = tail = 1
+    let test = "a_hole_left_by_a_dead_producer_is_stepped_over";
+    let mut dead = spawn(test, "dead-member", &[("QUEUE", &name)]);
+    dead.expect("opened", LIMIT);
+    let mut live = spawn(test, "live-producer", &[("QUEUE", &name)]);
+    live.expect("opened", LIMIT);
+    dead.kill(); // after the live one took its own member slot
+
+    // Forge what a producer dying between claiming and publishing position 1 leaves: the
+    // tail one past it, and the dead member's marker on it. Offsets from docs/design.md:
+    // payload at 128, tail at +128, members at +640 (64 bytes each, marker at +40).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(Path::new("/dev/shm").join(&name))
+        .unwrap();
+    // SAFETY: a second mapping of the queue; nobody else touches these fields right now.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    let control = 128;
+    let word =
+        |map: &memmap2::MmapMut, at: usize| u32::from_le_bytes(map[at..at + 4].try_into().unwrap());
+    let dead_member = (0..64)
+        .find(|i| word(&map, control + 640 + 64 * i) == 0x4000_0000) // OWNER_DIED, no owner
+        .expect("the killed member's lock is marked OWNER_DIED");
+    map[control + 128..control + 136].copy_from_slice(&2u64.to_le_bytes());
+    let marker = control + 640 + 64 * dead_member + 40;
+    map[marker..marker + 8].copy_from_slice(&2u64.to_le_bytes());
+
+    live.release();
+    live.expect("pushed", LIMIT);
+    let start = Instant::now();
+    assert_eq!(q.pop_timeout(Duration::from_secs(5)), Ok(99), "stuck behind the hole");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    live.release();
+    live.wait_success(LIMIT);
     mpmc::Queue::<u64>::unlink(&name).unwrap();
 }

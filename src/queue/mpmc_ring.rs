@@ -131,6 +131,17 @@ impl<T: Copy> Ring<T> {
 
     /// Appends `value` unless the ring is full.
     pub(crate) fn try_push(&self, value: T) -> Result<(), PushFailure<T>> {
+        self.try_push_marked(value, |_| {})
+    }
+
+    /// [`try_push`](Self::try_push) that calls `mark(pos)` before each attempt to claim
+    /// position `pos`, so the caller can record which position it may leave unpublished if
+    /// it dies (see [`skip_abandoned`](Self::skip_abandoned)).
+    pub(crate) fn try_push_marked(
+        &self,
+        value: T,
+        mark: impl Fn(u64),
+    ) -> Result<(), PushFailure<T>> {
         let tail = &self.positions().tail;
         let mut pos = tail.load(Ordering::Relaxed);
         for _ in 0..MAX_TRIES {
@@ -138,10 +149,12 @@ impl<T: Copy> Ring<T> {
             // Acquire pairs with the consumer's Release of `pos` (the slot is free).
             let stamp = slot.stamp.load(Ordering::Acquire);
             if stamp == pos {
+                mark(pos);
+                // Release: whoever sees the claim (Acquire on `tail`) sees the mark.
                 match tail.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
@@ -212,6 +225,38 @@ impl<T: Copy> Ring<T> {
             spin_loop();
         }
         Err(PopFailure::Corrupted)
+    }
+
+    /// The oldest position, if it was claimed by a producer but not published: what a
+    /// producer that died between claiming and publishing leaves behind (or one that is
+    /// merely slow: the caller must know which).
+    pub(crate) fn unpublished_head(&self) -> Option<u64> {
+        let p = self.positions();
+        let head = p.head.load(Ordering::Relaxed);
+        // Acquire pairs with the Release claim in `try_push_marked`.
+        let tail = p.tail.load(Ordering::Acquire);
+        let claimed = tail.wrapping_sub(head);
+        let stamp = self.slot(head).stamp.load(Ordering::Acquire);
+        (claimed > 0 && claimed <= self.capacity && stamp == head).then_some(head)
+    }
+
+    /// Steps over position `pos`, claimed by a producer that will never publish it (it
+    /// died): frees its slot for the next lap. Returns whether this call did it.
+    pub(crate) fn skip_abandoned(&self, pos: u64) -> bool {
+        let slot = self.slot(pos);
+        if slot.stamp.load(Ordering::Acquire) != pos {
+            return false; // published after all, or already skipped
+        }
+        let head = &self.positions().head;
+        if head
+            .compare_exchange(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // Release pairs with the next lap's producer's Acquire, as after a pop.
+        slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
+        true
     }
 
     /// Elements in the ring right now (a snapshot, clamped to the capacity).
@@ -289,6 +334,30 @@ mod tests {
         // Positions that disagree wildly only clamp the length.
         heap.positions.tail.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn an_abandoned_claim_can_be_stepped_over() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        q.try_push(1).unwrap();
+        // A producer claims position 1 and dies before publishing it.
+        heap.positions.tail.fetch_add(1, Ordering::Relaxed);
+        q.try_push(3).unwrap();
+        assert_eq!(q.try_pop(), Ok(1));
+        assert_eq!(q.try_pop(), Err(PopFailure::Empty), "stuck behind the hole");
+        assert_eq!(q.unpublished_head(), Some(1));
+        assert!(q.skip_abandoned(1));
+        assert!(!q.skip_abandoned(1), "only once");
+        assert_eq!(q.try_pop(), Ok(3));
+        assert_eq!(q.unpublished_head(), None);
+        // The skipped slot is usable again one lap later.
+        for v in 10..14 {
+            q.try_push(v).unwrap();
+        }
+        for v in 10..14 {
+            assert_eq!(q.try_pop(), Ok(v));
+        }
     }
 
     #[test]
