@@ -7,7 +7,14 @@
 //! - `spsc_chunked_u64`: shmsync with chunks of up to 256 values on both sides, against
 //!   shmsync one at a time.
 //!
-//! Run: `cargo bench --bench queue`. The figures are per value.
+//! - `mpmc_1p1c_u64`: the MPMC queue with one producer process and one consumer, next to
+//!   the SPSC queue in the same run.
+//! - `blocked_pop_wake`: a consumer asleep in `pop` until the producer pushes, from the
+//!   push to the pop returning, next to a raw `FUTEX_WAIT`/`FUTEX_WAKE` pair measured the
+//!   same way.
+//!
+//! Run: `cargo bench --bench queue`. The throughput figures are per value.
+#![allow(clippy::disallowed_types)] // the benchmark's own layouts hold std atomics
 
 mod common;
 
@@ -15,9 +22,12 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use common::{Peer, Role, Side, env, name, run_role_if_child};
+use common::{
+    Control, Peer, Role, Side, env, monotonic_ns, name, peer_control, run_role_if_child, wait_until,
+};
 use criterion::{Criterion, Throughput, criterion_group};
-use shmsync::spsc;
+use shmsync::{Shared, ShmSafe, mpmc, spsc};
+use std::sync::atomic::Ordering;
 
 const CAPACITY: usize = 4096;
 
@@ -238,13 +248,166 @@ fn spsc_chunked(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, spsc_u64, spsc_record64, spsc_chunked);
+fn mpmc_producer() -> Side {
+    let q = mpmc::Queue::<u64>::open(&env("QUEUE")).unwrap();
+    Box::new(move |iters, ready| {
+        ready();
+        for i in 0..iters {
+            q.push(i).unwrap();
+        }
+    })
+}
+
+fn mpmc_1p1c(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mpmc_1p1c_u64");
+    group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(4));
+    let q_name = name("mpmc");
+    let q = mpmc::Queue::<u64>::create(&q_name, CAPACITY).unwrap();
+    let mut peer = Peer::start("mpmc-u64", &[("QUEUE", q_name.clone())]);
+    group.bench_function("shmsync_mpmc", |b| {
+        b.iter_custom(|iters| {
+            peer.batch(iters, |n| {
+                for i in 0..n {
+                    assert_eq!(q.pop().unwrap(), i);
+                }
+            })
+        })
+    });
+    drop(peer);
+    drop(q);
+    mpmc::Queue::<u64>::unlink(&q_name).unwrap();
+
+    let s_name = name("mpmc-vs-spsc");
+    let mut rx = spsc::Consumer::<u64>::create(&s_name, CAPACITY).unwrap();
+    let mut peer = Peer::start("spsc-u64", &[("QUEUE", s_name.clone())]);
+    group.bench_function("shmsync_spsc", |b| {
+        b.iter_custom(|iters| pop_batch(&mut peer, &mut rx, iters, |v| *v))
+    });
+    drop(peer);
+    drop(rx);
+    spsc::Consumer::<u64>::unlink(&s_name).unwrap();
+    group.finish();
+}
+
+/// A futex word and a timestamp, for the raw wake-up baseline.
+#[repr(C)]
+struct Futex {
+    word: std::sync::atomic::AtomicU32,
+}
+// SAFETY: repr(C), atomics only.
+unsafe impl ShmSafe for Futex {}
+
+/// The peer's side of the wake-up benchmarks: per iteration, once the bench has announced
+/// it is about to block (`slots[0] == k`), waits 150 us for it to fall asleep, stamps the
+/// time into `slots[1]` and wakes it (a push, or a raw futex wake).
+fn waker(iters: u64, ready: &mut dyn FnMut(), control: &Control, wake: &mut dyn FnMut(u64)) {
+    let c = &control.slots;
+    let base = c[2].load(Ordering::Acquire);
+    ready();
+    for k in base + 1..=base + iters {
+        wait_until(|| (c[0].load(Ordering::Acquire) == k).then_some(()));
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_micros(150) {
+            std::hint::spin_loop();
+        }
+        c[1].store(monotonic_ns(), Ordering::Release);
+        wake(k);
+        wait_until(|| (c[2].load(Ordering::Acquire) == k).then_some(()));
+    }
+}
+
+fn pop_waker() -> Side {
+    let mut tx = spsc::Producer::<u64>::open(&env("QUEUE")).unwrap();
+    let control = peer_control();
+    Box::new(move |iters, ready| waker(iters, ready, &control, &mut |k| tx.push(k).unwrap()))
+}
+
+fn futex_waker() -> Side {
+    let f = Shared::<Futex>::open(&env("FUTEX")).unwrap();
+    let control = peer_control();
+    Box::new(move |iters, ready| {
+        waker(iters, ready, &control, &mut |k| {
+            f.word.store(k as u32, Ordering::Release);
+            // SAFETY: FUTEX_WAKE on a live shared word.
+            unsafe { libc::syscall(libc::SYS_futex, f.word.as_ptr(), libc::FUTEX_WAKE, 1) };
+        })
+    })
+}
+
+/// Sums, over `iters` iterations, the time from the peer's wake-up call to this side
+/// running again after `block(k)`.
+fn wake_latency(peer: &mut Peer, iters: u64, block: &mut dyn FnMut(u64)) -> Duration {
+    let mut total = 0;
+    peer.batch_with_control(iters, |n, control| {
+        let c = &control.slots;
+        let base = c[2].load(Ordering::Acquire);
+        for k in base + 1..=base + n {
+            c[0].store(k, Ordering::Release);
+            block(k);
+            let woke = monotonic_ns();
+            total += woke.saturating_sub(c[1].load(Ordering::Acquire));
+            c[2].store(k, Ordering::Release);
+        }
+    });
+    Duration::from_nanos(total)
+}
+
+fn blocked_pop_wake(c: &mut Criterion) {
+    let mut group = c.benchmark_group("blocked_pop_wake");
+    group.measurement_time(Duration::from_secs(4));
+
+    let q = name("wake-pop");
+    let mut rx = spsc::Consumer::<u64>::create(&q, 64).unwrap();
+    let mut peer = Peer::start("pop-waker", &[("QUEUE", q.clone())]);
+    group.bench_function("shmsync_spsc_pop", |b| {
+        b.iter_custom(|iters| {
+            wake_latency(&mut peer, iters, &mut |k| assert_eq!(rx.pop().unwrap(), k))
+        })
+    });
+    drop(peer);
+    drop(rx);
+    spsc::Consumer::<u64>::unlink(&q).unwrap();
+
+    let f_name = name("wake-futex");
+    let f = Shared::<Futex>::create(&f_name, |_| {}).unwrap();
+    let mut peer = Peer::start("futex-waker", &[("FUTEX", f_name.clone())]);
+    group.bench_function("raw_futex_wait_wake", |b| {
+        b.iter_custom(|iters| {
+            wake_latency(&mut peer, iters, &mut |k| {
+                while f.word.load(Ordering::Acquire) != k as u32 {
+                    let seen = f.word.load(Ordering::Relaxed);
+                    if seen == k as u32 {
+                        break;
+                    }
+                    // SAFETY: FUTEX_WAIT on a live shared word.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_futex,
+                            f.word.as_ptr(),
+                            libc::FUTEX_WAIT,
+                            seen,
+                            std::ptr::null::<u8>(),
+                        )
+                    };
+                }
+            })
+        })
+    });
+    drop(peer);
+    Shared::<Futex>::unlink(&f_name).unwrap();
+    group.finish();
+}
+
+criterion_group!(benches, spsc_u64, spsc_record64, spsc_chunked, mpmc_1p1c, blocked_pop_wake);
 
 const ROLES: &[(&str, Role)] = &[
     ("spsc-u64", u64_producer),
     ("spsc-record", record_producer),
     ("spsc-chunked", chunked_producer),
     ("pipe-u64", pipe_producer),
+    ("mpmc-u64", mpmc_producer),
+    ("pop-waker", pop_waker),
+    ("futex-waker", futex_waker),
 ];
 
 fn main() {
