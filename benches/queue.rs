@@ -9,6 +9,8 @@
 //!
 //! - `mpmc_1p1c_u64`: the MPMC queue with one producer process and one consumer, next to
 //!   the SPSC queue in the same run.
+//! - `mpmc_2p2c_u64`: two producer threads in a peer process, two consumer threads here,
+//!   against crossbeam's `ArrayQueue` with four threads of one process.
 //! - `blocked_pop_wake`: a consumer asleep in `pop` until the producer pushes, from the
 //!   push to the pop returning, next to a raw `FUTEX_WAIT`/`FUTEX_WAKE` pair measured the
 //!   same way.
@@ -289,6 +291,88 @@ fn mpmc_1p1c(c: &mut Criterion) {
     group.finish();
 }
 
+fn mpmc_two_producers() -> Side {
+    let q = mpmc::Queue::<u64>::open(&env("QUEUE")).unwrap();
+    Box::new(move |iters, ready| {
+        ready();
+        std::thread::scope(|s| {
+            for p in 0..2u64 {
+                let q = q.clone();
+                s.spawn(move || {
+                    for i in (p..iters).step_by(2) {
+                        q.push(i).unwrap();
+                    }
+                });
+            }
+        });
+    })
+}
+
+fn mpmc_2p2c(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mpmc_2p2c_u64");
+    group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(4));
+    let q_name = name("mpmc22");
+    let q = mpmc::Queue::<u64>::create(&q_name, CAPACITY).unwrap();
+    let mut peer = Peer::start("mpmc-2p", &[("QUEUE", q_name.clone())]);
+    group.bench_function("shmsync_two_processes", |b| {
+        b.iter_custom(|iters| {
+            peer.batch(iters, |n| {
+                // Two consumer threads here, two producer threads in the peer.
+                std::thread::scope(|s| {
+                    for c in 0..2u64 {
+                        let q = q.clone();
+                        s.spawn(move || {
+                            for _ in (c..n).step_by(2) {
+                                black_box(q.pop().unwrap());
+                            }
+                        });
+                    }
+                });
+            })
+        })
+    });
+    drop(peer);
+    drop(q);
+    mpmc::Queue::<u64>::unlink(&q_name).unwrap();
+
+    group.bench_function("crossbeam_array_queue_threads", |b| {
+        b.iter_custom(|iters| {
+            let q = crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for p in 0..2u64 {
+                    let q = &q;
+                    s.spawn(move || {
+                        for i in (p..iters).step_by(2) {
+                            let mut v = i;
+                            while let Err(back) = q.push(v) {
+                                v = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+                for c in 0..2u64 {
+                    let q = &q;
+                    s.spawn(move || {
+                        for _ in (c..iters).step_by(2) {
+                            loop {
+                                if let Some(v) = q.pop() {
+                                    black_box(v);
+                                    break;
+                                }
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 /// A futex word and a timestamp, for the raw wake-up baseline.
 #[repr(C)]
 struct Futex {
@@ -398,7 +482,15 @@ fn blocked_pop_wake(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, spsc_u64, spsc_record64, spsc_chunked, mpmc_1p1c, blocked_pop_wake);
+criterion_group!(
+    benches,
+    spsc_u64,
+    spsc_record64,
+    spsc_chunked,
+    mpmc_1p1c,
+    mpmc_2p2c,
+    blocked_pop_wake
+);
 
 const ROLES: &[(&str, Role)] = &[
     ("spsc-u64", u64_producer),
@@ -406,6 +498,7 @@ const ROLES: &[(&str, Role)] = &[
     ("spsc-chunked", chunked_producer),
     ("pipe-u64", pipe_producer),
     ("mpmc-u64", mpmc_producer),
+    ("mpmc-2p", mpmc_two_producers),
     ("pop-waker", pop_waker),
     ("futex-waker", futex_waker),
 ];

@@ -409,7 +409,8 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 
     fn push_until(&self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
-        let mut spins = 0u32;
+        let ring = self.inner.ring;
+        let mut room = || ring.len() < ring.capacity();
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
@@ -418,16 +419,11 @@ impl<T: bytemuck::Pod> Queue<T> {
             if deadline.has_passed() {
                 return Err(PushError::Timeout(value));
             }
-            if spins < 10 {
-                for _ in 0..1u32 << spins {
-                    spin_loop();
-                }
-                spins += 1;
-                continue;
+            // Spin on a cheap look at the positions (not `try_push`, whose full-queue path
+            // scans the members), then sleep.
+            if !spin_until(&mut room) {
+                self.control().not_full.sleep(&slice_of(deadline), &mut room);
             }
-            let ring = self.inner.ring;
-            let slice = slice_of(deadline);
-            self.control().not_full.sleep(&slice, &mut || ring.len() < ring.capacity());
         }
     }
 
@@ -484,7 +480,8 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 
     fn pop_until(&self, deadline: &Deadline) -> Result<T, PopError> {
-        let mut spins = 0u32;
+        let ring = self.inner.ring;
+        let mut ready = || ring.len() > 0;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
@@ -493,16 +490,9 @@ impl<T: bytemuck::Pod> Queue<T> {
             if deadline.has_passed() {
                 return Err(PopError::Timeout);
             }
-            if spins < 10 {
-                for _ in 0..1u32 << spins {
-                    spin_loop();
-                }
-                spins += 1;
-                continue;
+            if !spin_until(&mut ready) {
+                self.control().not_empty.sleep(&slice_of(deadline), &mut ready);
             }
-            let ring = self.inner.ring;
-            let slice = slice_of(deadline);
-            self.control().not_empty.sleep(&slice, &mut || ring.len() > 0);
         }
     }
 
@@ -530,6 +520,20 @@ impl<T: bytemuck::Pod> Queue<T> {
     pub fn info(&self) -> &SegmentInfo {
         self.inner.segment.info()
     }
+}
+
+/// Spins (doubling pauses, 1023 hints: ~20 us, about the cost of a sleep and wake-up
+/// here) while `ready()` is false; returns whether it became true.
+fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
+    for round in 0..10 {
+        if ready() {
+            return true;
+        }
+        for _ in 0..1u32 << round {
+            spin_loop();
+        }
+    }
+    ready()
 }
 
 /// The shorter of the caller's deadline and one slice from now.
