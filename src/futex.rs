@@ -74,6 +74,14 @@ impl Deadline {
         }
     }
 
+    /// The earlier of this deadline and `max` from now: for sleeping in slices.
+    pub(crate) fn capped(&self, max: Duration) -> Self {
+        match self.remaining() {
+            Some(left) if left < max => *self,
+            _ => Self::after(max),
+        }
+    }
+
     /// Time left until the deadline (zero once passed), or `None` for never.
     pub(crate) fn remaining(&self) -> Option<Duration> {
         let end = self.0.as_ref()?;

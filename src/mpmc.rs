@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use crate::error::{OpenError, PopError, PushError, invalid_input};
 use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
-use crate::loom::{AtomicU32, AtomicU64, Ordering, spin_loop};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::pad::CachePadded;
 use crate::queue::mpmc_ring::{PopFailure, Positions, PushFailure, Ring, Slot};
+use crate::queue::spin_until;
 use crate::raw::RawLock;
 use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
 use crate::{ShmSafe, fence};
@@ -422,7 +423,7 @@ impl<T: bytemuck::Pod> Queue<T> {
             // Spin on a cheap look at the positions (not `try_push`, whose full-queue path
             // scans the members), then sleep.
             if !spin_until(&mut room) {
-                self.control().not_full.sleep(&slice_of(deadline), &mut room);
+                self.control().not_full.sleep(&deadline.capped(SLICE), &mut room);
             }
         }
     }
@@ -491,7 +492,7 @@ impl<T: bytemuck::Pod> Queue<T> {
                 return Err(PopError::Timeout);
             }
             if !spin_until(&mut ready) {
-                self.control().not_empty.sleep(&slice_of(deadline), &mut ready);
+                self.control().not_empty.sleep(&deadline.capped(SLICE), &mut ready);
             }
         }
     }
@@ -519,28 +520,6 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// Facts about the segment.
     pub fn info(&self) -> &SegmentInfo {
         self.inner.segment.info()
-    }
-}
-
-/// Spins (doubling pauses, 1023 hints: ~20 us, about the cost of a sleep and wake-up
-/// here) while `ready()` is false; returns whether it became true.
-fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
-    for round in 0..10 {
-        if ready() {
-            return true;
-        }
-        for _ in 0..1u32 << round {
-            spin_loop();
-        }
-    }
-    ready()
-}
-
-/// The shorter of the caller's deadline and one slice from now.
-fn slice_of(deadline: &Deadline) -> Deadline {
-    match deadline.remaining() {
-        Some(left) if left < SLICE => *deadline,
-        _ => Deadline::after(SLICE),
     }
 }
 

@@ -35,9 +35,10 @@ use std::time::{Duration, Instant};
 use crate::error::{ChunkError, OpenError, PopError, PushError, invalid_input};
 use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
-use crate::loom::{AtomicU32, Ordering, UnsafeCell, spin_loop};
+use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use crate::pad::CachePadded;
 use crate::queue::doorbell::Doorbell;
+use crate::queue::spin_until;
 use crate::queue::spsc_ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
 use crate::raw::RawLock;
 use crate::robust::FUTEX_WAITERS;
@@ -202,26 +203,9 @@ fn sleep(me: &Side, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -
             Err(now) => now, // changed: the wait below returns at once and we look again
         };
     }
-    let slice = match deadline.remaining() {
-        Some(left) if left < SAFETY_SLICE => *deadline,
-        _ => Deadline::after(SAFETY_SLICE),
-    };
+    let slice = deadline.capped(SAFETY_SLICE);
     let _ = futex::wait_any(&[(me.bell.word(), seen), (role, word)], &slice);
     me.bell.done();
-}
-
-/// Spins (doubling pauses, 1023 hints: ~20 us, about the cost of a sleep and wake-up
-/// here) while `ready()` is false.
-fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
-    for round in 0..10 {
-        if ready() {
-            return true;
-        }
-        for _ in 0..1u32 << round {
-            spin_loop();
-        }
-    }
-    ready()
 }
 
 macro_rules! queue_constructors {

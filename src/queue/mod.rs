@@ -7,3 +7,19 @@
 pub(crate) mod doorbell;
 pub(crate) mod mpmc_ring;
 pub(crate) mod spsc_ring;
+
+/// Spins (doubling pauses, 1023 hints: ~20 us, about the cost of a sleep and wake-up on
+/// this machine class) while `ready()` is false; returns whether it became true. Queues
+/// spin before they sleep, so a stream that keeps up never sleeps.
+#[cfg(not(loom))]
+pub(crate) fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
+    for round in 0..10 {
+        if ready() {
+            return true;
+        }
+        for _ in 0..1u32 << round {
+            crate::loom::spin_loop();
+        }
+    }
+    ready()
+}
