@@ -35,21 +35,19 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::{OpenError, PopError, PushError, invalid_input};
+use crate::error::{OpenError, PopError, PushError};
 use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::pad::CachePadded;
 use crate::queue::mpmc_ring::{PopFailure, Positions, PushFailure, Ring, Slot};
-use crate::queue::spin_until;
+use crate::queue::{RingLayout, spin_until};
 use crate::raw::RawLock;
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo};
 use crate::{ShmSafe, fence};
 
 /// Processes that can have the queue open at once.
 const MEMBERS: usize = 64;
-/// Largest capacity.
-const MAX_CAPACITY: u64 = 1 << 40;
 /// How long a sleeper sleeps at most before looking again: the bound on noticing that the
 /// last other handle is gone.
 const SLICE: Duration = Duration::from_millis(20);
@@ -158,19 +156,12 @@ impl<T: bytemuck::Pod> Queue<T> {
         }
     }
 
-    fn payload_len(capacity: u64) -> Option<u64> {
-        (size_of::<Slot<T>>() as u64).checked_mul(capacity)?.checked_add(Self::SLOTS_AT as u64)
-    }
-
-    fn spec(capacity: usize) -> Result<Spec, OpenError> {
-        if capacity == 0 || capacity as u64 > MAX_CAPACITY {
-            return Err(invalid_input(format!(
-                "queue capacity must be 1..={MAX_CAPACITY}, got {capacity}"
-            )));
+    fn layout() -> RingLayout {
+        RingLayout {
+            expected: Self::expected(),
+            slots_at: Self::SLOTS_AT,
+            slot_size: size_of::<Slot<T>>(),
         }
-        let capacity = (capacity as u64).next_power_of_two();
-        let payload_len = Self::payload_len(capacity).ok_or(OpenError::NoSpace)?;
-        Ok(Spec { expected: Self::expected(), capacity, payload_len })
     }
 
     /// Gives every slot its initial stamp, before anyone can open the queue.
@@ -204,7 +195,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// As [`create`](Self::create).
     pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-        let spec = Self::spec(capacity)?;
+        let spec = Self::layout().spec(capacity)?;
         let segment = Segment::create(name, &spec, opts, Self::initialise(spec.capacity))?;
         Self::attach(segment)
     }
@@ -248,7 +239,7 @@ impl<T: bytemuck::Pod> Queue<T> {
         capacity: usize,
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        let spec = Self::spec(capacity)?;
+        let spec = Self::layout().spec(capacity)?;
         Self::attach(Segment::open_or_create(name, &spec, opts, Self::initialise(spec.capacity))?)
     }
 
@@ -272,13 +263,7 @@ impl<T: bytemuck::Pod> Queue<T> {
 
     /// Checks the segment, claims a member slot for this process and builds the handle.
     fn attach(segment: Segment) -> Result<Self, OpenError> {
-        let capacity = segment.capacity();
-        let fits = capacity.is_power_of_two()
-            && capacity <= MAX_CAPACITY
-            && Self::payload_len(capacity) == Some(segment.payload_len() as u64);
-        if !fits {
-            return Err(OpenError::Corrupted);
-        }
+        let capacity = Self::layout().capacity_of(&segment)?;
         let base = segment.payload();
         // SAFETY: the payload starts with a Control, 128-byte aligned, every bit pattern
         // valid; it lives as long as `segment`, which the handle owns.

@@ -7,6 +7,7 @@ use std::ops::Deref;
 /// (a producer's index, a consumer's index) each get their own.
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
+#[cfg_attr(loom, allow(dead_code))] // its users are left out of loom builds
 pub(crate) struct CachePadded<T>(pub(crate) T);
 
 #[cfg(not(loom))]

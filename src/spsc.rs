@@ -32,17 +32,17 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use crate::error::{ChunkError, OpenError, PopError, PushError, invalid_input};
+use crate::error::{ChunkError, OpenError, PopError, PushError};
 use crate::futex::{self, Deadline};
 use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use crate::pad::CachePadded;
 use crate::queue::doorbell::Doorbell;
-use crate::queue::spin_until;
 use crate::queue::spsc_ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
+use crate::queue::{RingLayout, spin_until};
 use crate::raw::RawLock;
 use crate::robust::FUTEX_WAITERS;
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo};
 use crate::{ShmSafe, fence};
 
 /// One side's shared state.
@@ -68,8 +68,6 @@ struct Control {
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Control>() == 512 && align_of::<Control>() == 128);
 
-/// Largest capacity: 2^40 slots (the segment's own size limit comes first for most types).
-const MAX_CAPACITY: u64 = 1 << 40;
 /// How long a sleeper sleeps at most before looking again, as a net under lost wake-ups
 /// (there are none by design) and hostile peers.
 const SAFETY_SLICE: Duration = Duration::from_millis(50);
@@ -95,23 +93,16 @@ impl<T: bytemuck::Pod> Queue<T> {
         }
     }
 
-    fn payload_len(capacity: u64) -> Option<u64> {
-        (size_of::<T>() as u64).checked_mul(capacity)?.checked_add(Self::SLOTS_AT as u64)
-    }
-
-    fn spec(capacity: usize) -> Result<Spec, OpenError> {
-        if capacity == 0 || capacity as u64 > MAX_CAPACITY {
-            return Err(invalid_input(format!(
-                "queue capacity must be 1..={MAX_CAPACITY}, got {capacity}"
-            )));
+    fn layout() -> RingLayout {
+        RingLayout {
+            expected: Self::expected(),
+            slots_at: Self::SLOTS_AT,
+            slot_size: size_of::<T>(),
         }
-        let capacity = (capacity as u64).next_power_of_two();
-        let payload_len = Self::payload_len(capacity).ok_or(OpenError::NoSpace)?;
-        Ok(Spec { expected: Self::expected(), capacity, payload_len })
     }
 
     fn create(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-        Segment::create(name, &Self::spec(capacity)?, opts, |_| {}).and_then(Self::adopt)
+        Segment::create(name, &Self::layout().spec(capacity)?, opts, |_| {}).and_then(Self::adopt)
     }
 
     fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
@@ -119,19 +110,14 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 
     fn open_or_create(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-        Segment::open_or_create(name, &Self::spec(capacity)?, opts, |_| {}).and_then(Self::adopt)
+        Segment::open_or_create(name, &Self::layout().spec(capacity)?, opts, |_| {})
+            .and_then(Self::adopt)
     }
 
     /// Checks what the segment layer leaves to the object: a power-of-two capacity whose
     /// slots exactly fill the payload.
     fn adopt(segment: Segment) -> Result<Self, OpenError> {
-        let capacity = segment.capacity();
-        let fits = capacity.is_power_of_two()
-            && capacity <= MAX_CAPACITY
-            && Self::payload_len(capacity) == Some(segment.payload_len() as u64);
-        if !fits {
-            return Err(OpenError::Corrupted);
-        }
+        let capacity = Self::layout().capacity_of(&segment)?;
         Ok(Self { segment, capacity, _holds: PhantomData })
     }
 

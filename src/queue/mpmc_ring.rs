@@ -46,6 +46,7 @@ pub(crate) struct Slot<T> {
 
 impl<T> Slot<T> {
     /// A slot with stamp `stamp` holding `value` (for rings built on the heap).
+    #[cfg(test)]
     pub(crate) fn new(stamp: u64, value: T) -> Self {
         Self { stamp: AtomicU64::new(stamp), value: UnsafeCell::new(value) }
     }
@@ -56,10 +57,6 @@ impl<T> Slot<T> {
         self.stamp.store(i, Ordering::Relaxed);
     }
 }
-
-/// The shared state was found inconsistent (a peer wrote garbage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Corrupted;
 
 /// Why a push handed its value back.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,7 +126,8 @@ impl<T: Copy> Ring<T> {
         unsafe { &*self.slots.as_ptr().add(index) }
     }
 
-    /// Appends `value` unless the ring is full.
+    /// Appends `value` unless the ring is full (the queue itself always marks its claims).
+    #[cfg(test)]
     pub(crate) fn try_push(&self, value: T) -> Result<(), PushFailure<T>> {
         self.try_push_marked(value, |_| {})
     }
