@@ -48,7 +48,6 @@ fn is_before(a: &Timespec, b: &Timespec) -> bool {
     (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
 }
 
-#[allow(dead_code)] // `at`, `never` and `remaining` serve the blocking primitives
 impl Deadline {
     /// A deadline that never passes.
     pub(crate) const fn never() -> Self {
@@ -75,6 +74,7 @@ impl Deadline {
     }
 
     /// The earlier of this deadline and `max` from now: for sleeping in slices.
+    #[cfg_attr(loom, allow(dead_code))] // the queues, which loom builds leave out
     pub(crate) fn capped(&self, max: Duration) -> Self {
         match self.remaining() {
             Some(left) if left < max => *self,
@@ -102,7 +102,6 @@ impl Deadline {
 
 /// How a [`wait`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // matched by the blocking primitives
 pub(crate) enum WaitOutcome {
     /// Woken, interrupted, spurious, or the word no longer held `expected`: re-check.
     Woken,
@@ -138,7 +137,6 @@ pub(crate) fn flag_and_wait(
 /// Returns at once when the word holds another value. Callers loop on their own
 /// condition: every return except `TimedOut` may be spurious.
 #[cfg(not(loom))]
-#[allow(dead_code)] // used by the blocking primitives
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> WaitOutcome {
     use rustix::io::Errno;
     use rustix::thread::futex;
@@ -196,27 +194,14 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: &Deadline) -> Wait
     }
 }
 
-/// Loom model of [`wait_any`]: waits on the first word only. The callers' loops re-check
-/// everything, and loom models do not exercise the second word (a peer's death).
-#[cfg(loom)]
-#[allow(dead_code)]
-pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: &Deadline) -> WaitOutcome {
-    match words.first() {
-        Some((word, expected)) => wait(word, *expected, deadline),
-        None => WaitOutcome::Woken,
-    }
-}
-
 /// `futex(word, FUTEX_WAKE, 1)`: wakes at most one waiter. Returns how many woke.
 #[cfg(not(loom))]
-#[allow(dead_code)]
 pub(crate) fn wake_one(word: &AtomicU32) -> usize {
     wake(word, 1)
 }
 
 /// `futex(word, FUTEX_WAKE, INT_MAX)`: wakes every waiter. Returns how many woke.
 #[cfg(not(loom))]
-#[allow(dead_code)]
 pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
@@ -257,7 +242,6 @@ mod model {
 }
 
 #[cfg(loom)]
-#[allow(dead_code)]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> WaitOutcome {
     use crate::loom::Ordering;
     if deadline.has_passed() {
@@ -289,13 +273,11 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Wait
 }
 
 #[cfg(loom)]
-#[allow(dead_code)]
 pub(crate) fn wake_one(word: &AtomicU32) -> usize {
     wake(word, 1)
 }
 
 #[cfg(loom)]
-#[allow(dead_code)]
 pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, usize::MAX)
 }

@@ -119,7 +119,6 @@ pub(crate) use std::hint::spin_loop;
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
-#[allow(dead_code)] // the first users arrive with the raw primitives
 impl<T> UnsafeCell<T> {
     /// Wraps `value`.
     pub(crate) const fn new(value: T) -> Self {
@@ -139,16 +138,3 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(loom)]
 pub(crate) use ::loom::cell::UnsafeCell;
-
-/// Tells the loom scheduler (or the CPU) that this thread is waiting for another one.
-///
-/// Loom explores only schedules where a spinning thread eventually lets others run, so
-/// every wait loop calls this rather than `spin_loop` alone.
-#[inline]
-#[allow(dead_code)] // the wait loops of the blocking primitives call it
-pub(crate) fn wait_hint() {
-    #[cfg(loom)]
-    ::loom::thread::yield_now();
-    #[cfg(not(loom))]
-    spin_loop();
-}

@@ -507,7 +507,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::loom::{UnsafeCell, thread, wait_hint};
+    use crate::loom::{UnsafeCell, thread};
     use std::sync::Arc;
 
     #[test]
@@ -539,7 +539,7 @@ mod loom_tests {
             loop {
                 match header.state() {
                     State::Ready => break,
-                    State::Uninit => wait_hint(),
+                    State::Uninit => thread::yield_now(),
                     State::Invalid => panic!("the state word never holds other values"),
                 }
             }

@@ -85,7 +85,7 @@ enum Memory {
     /// robust lock inside it is still linked (a leaked guard): see `crate::robust`.
     Mapped(std::mem::ManuallyDrop<memmap2::MmapRaw>),
     /// A private, zeroed heap block: unit tests and Miri, which cannot map files.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     Heap { ptr: NonNull<u8>, layout: std::alloc::Layout },
 }
 
@@ -94,7 +94,7 @@ impl Memory {
         match self {
             // A successful mapping is never at address 0.
             Self::Mapped(map) => NonNull::new(map.as_mut_ptr()).unwrap_or(NonNull::dangling()),
-            #[cfg(test)]
+            #[cfg(all(test, not(loom)))]
             Self::Heap { ptr, .. } => *ptr,
         }
     }
@@ -112,7 +112,7 @@ impl Drop for Memory {
                     unsafe { std::mem::ManuallyDrop::drop(map) };
                 }
             }
-            #[cfg(test)]
+            #[cfg(all(test, not(loom)))]
             Self::Heap { ptr, layout } => {
                 // SAFETY: allocated in `Segment::heap` with exactly this layout, freed once.
                 unsafe { std::alloc::dealloc(ptr.as_ptr(), *layout) };
@@ -144,7 +144,6 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-#[allow(dead_code)] // header() and capacity() serve the primitives of later modules
 impl Segment {
     /// Creates the segment `name`, runs `init` on its zero-filled payload, then publishes
     /// it. `init` runs before any opener can see the segment.
@@ -279,7 +278,7 @@ impl Segment {
 
     /// A private segment on the heap, made by the same steps as `create`: for unit tests
     /// under Miri, which cannot map files.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn heap(spec: &Spec, init: impl FnOnce(NonNull<u8>)) -> Result<Self, OpenError> {
         let placement = spec.placement()?;
         let len = usize::try_from(placement.segment_len).map_err(|_| OpenError::NoSpace)?;
@@ -327,6 +326,7 @@ impl Segment {
     }
 
     /// The header at the start of the segment.
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: checked at create/open: the memory holds at least a header, aligned,
         // and every bit pattern is a valid Header. It lives as long as `self`.
