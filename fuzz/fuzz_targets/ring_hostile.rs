@@ -8,29 +8,17 @@
 //! hang, or read out of bounds; values come out as `Ok` or typed errors.
 #![no_main]
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmsync::{Options, spsc};
 
-static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
-
-extern "C" fn remove_dir() {
-    if let Some(d) = DIR.get() {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
+#[path = "shared/scratch.rs"]
+mod scratch;
 
 fn dir() -> &'static std::path::Path {
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("shmsync-fuzz-hostile-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        // SAFETY: registers a plain extern "C" fn; libFuzzer exits through exit().
-        unsafe { libc::atexit(remove_dir) };
-        d
-    })
+    scratch::dir("hostile")
 }
 
 /// Where the payload starts in the file: after the 128-byte header (docs/design.md).

@@ -7,28 +7,16 @@
 #![no_main]
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use shmsync::{ChunkError, Options, PopError, PushError, spsc};
 
-static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
-
-extern "C" fn remove_dir() {
-    if let Some(d) = DIR.get() {
-        let _ = std::fs::remove_dir(d); // empty: every queue is unlinked right after opening
-    }
-}
+#[path = "shared/scratch.rs"]
+mod scratch;
 
 fn dir() -> &'static std::path::Path {
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("shmsync-fuzz-spsc-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        // SAFETY: registers a plain extern "C" fn; libFuzzer exits through exit().
-        unsafe { libc::atexit(remove_dir) };
-        d
-    })
+    scratch::dir("spsc")
 }
 
 fuzz_target!(|data: &[u8]| {
