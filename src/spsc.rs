@@ -158,12 +158,14 @@ impl<T: bytemuck::Pod> Queue<T> {
 
 /// Whether the end on `side` had attached and is gone now (dropped or dead). Acquire:
 /// everything it committed before leaving is visible once this is true.
+#[inline]
 fn gone(side: &Side) -> bool {
     // The role word first: while it is held (the streaming case) one load answers.
     !side.role.is_held_acquire() && side.attached.load(Ordering::Acquire) != 0
 }
 
 /// Wakes the other side if it may be asleep: the light half of the hand-off.
+#[inline]
 fn wake(side: &Side) {
     side.bell.ring(fence::light);
 }
@@ -300,6 +302,8 @@ pub struct Producer<T: bytemuck::Pod> {
     // Field order is drop order: the role is released before the mapping goes.
     _claim: RoleClaim,
     writer: Writer<T>,
+    /// The consumer's side of the control block, looked up once: every push reads it.
+    consumer: NonNull<Side>,
     queue: Queue<T>,
 }
 
@@ -314,11 +318,14 @@ impl<T: bytemuck::Pod> Producer<T> {
         let claim = queue.claim(&queue.control().producer)?;
         // SAFETY: our claim makes this the only writer of the ring.
         let writer = unsafe { Writer::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
-        Ok(Self { _claim: claim, writer, queue })
+        let consumer = NonNull::from(&*queue.control().consumer);
+        Ok(Self { _claim: claim, writer, consumer, queue })
     }
 
+    #[inline]
     fn consumer(&self) -> &Side {
-        &self.queue.control().consumer
+        // SAFETY: points into the mapping, which `self.queue` keeps alive.
+        unsafe { self.consumer.as_ref() }
     }
 
     /// Appends `value` if there is room; never blocks, no syscall unless the consumer
@@ -328,6 +335,7 @@ impl<T: bytemuck::Pod> Producer<T> {
     ///
     /// `Full(value)`; `Disconnected(value)` once the consumer had attached and is gone;
     /// `Corrupted(value)` if the shared state is inconsistent.
+    #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if gone(self.consumer()) {
             return Err(PushError::Disconnected(value));
@@ -347,8 +355,13 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// # Errors
     ///
     /// `Disconnected(value)` once the consumer is gone; `Corrupted(value)`.
+    #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::never())
+        // The streaming case inline; waiting out of line.
+        match self.try_push(value) {
+            Err(PushError::Full(value)) => self.push_until(value, &Deadline::never()),
+            done => done,
+        }
     }
 
     /// Appends `value`, waiting at most `timeout` for room.
@@ -369,6 +382,7 @@ impl<T: bytemuck::Pod> Producer<T> {
         self.push_until(value, &Deadline::at(deadline))
     }
 
+    #[inline(never)]
     fn push_until(&mut self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
         loop {
             match self.try_push(value) {
@@ -479,6 +493,8 @@ impl<T: bytemuck::Pod> WriteChunk<'_, T> {
 pub struct Consumer<T: bytemuck::Pod> {
     _claim: RoleClaim,
     reader: Reader<T>,
+    /// The producer's side of the control block, looked up once: every pop reads it.
+    producer: NonNull<Side>,
     queue: Queue<T>,
 }
 
@@ -492,11 +508,14 @@ impl<T: bytemuck::Pod> Consumer<T> {
         let claim = queue.claim(&queue.control().consumer)?;
         // SAFETY: our claim makes this the only reader of the ring.
         let reader = unsafe { Reader::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
-        Ok(Self { _claim: claim, reader, queue })
+        let producer = NonNull::from(&*queue.control().producer);
+        Ok(Self { _claim: claim, reader, producer, queue })
     }
 
+    #[inline]
     fn producer(&self) -> &Side {
-        &self.queue.control().producer
+        // SAFETY: points into the mapping, which `self.queue` keeps alive.
+        unsafe { self.producer.as_ref() }
     }
 
     /// Takes the oldest value if there is one; never blocks, no syscall unless the
@@ -506,6 +525,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
     ///
     /// `Empty`; `Disconnected` once the queue is empty and the producer had attached and
     /// is gone; `Corrupted`.
+    #[inline]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         match self.reader.try_pop() {
             Ok(v) => {
@@ -531,8 +551,13 @@ impl<T: bytemuck::Pod> Consumer<T> {
     ///
     /// `Disconnected` once the queue is empty and the producer is gone (woken within
     /// about a millisecond of its death); `Corrupted`.
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_until(&Deadline::never())
+        // The streaming case inline; waiting out of line.
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(&Deadline::never()),
+            done => done,
+        }
     }
 
     /// Takes the oldest value, waiting at most `timeout`.
@@ -553,6 +578,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
         self.pop_until(&Deadline::at(deadline))
     }
 
+    #[inline(never)]
     fn pop_until(&mut self, deadline: &Deadline) -> Result<T, PopError> {
         loop {
             match self.try_pop() {

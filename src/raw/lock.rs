@@ -201,6 +201,7 @@ impl RawLock {
     #[cfg_attr(loom, allow(dead_code))] // the queues, which loom builds leave out
     /// Whether the lock is held, with Acquire ordering: a holder's writes before it
     /// released the lock (or died) are visible once this returns false. For role locks.
+    #[inline]
     pub(crate) fn is_held_acquire(&self) -> bool {
         let owner = self.word.load(Ordering::Acquire) & FUTEX_TID_MASK;
         owner != 0 && owner != NOT_RECOVERABLE
@@ -208,6 +209,7 @@ impl RawLock {
 
     #[cfg_attr(loom, allow(dead_code))]
     /// The futex word, for waiting on a role lock's release together with another word.
+    #[inline]
     pub(crate) fn word(&self) -> &AtomicU32 {
         &self.word
     }
