@@ -41,7 +41,9 @@ struct Record {
     payload: [u64; 7],
 }
 
-fn shmsync_producer<T: shmsync::Pod>(make: fn(u64) -> T) -> impl FnMut(u64, &mut dyn FnMut()) {
+/// `make` and `seq` below are generic, not `fn` pointers, so that they inline as rtrb's
+/// loop does: an indirect call per value would be the harness's cost, not the queue's.
+fn shmsync_producer<T: shmsync::Pod>(make: impl Fn(u64) -> T) -> impl FnMut(u64, &mut dyn FnMut()) {
     let mut tx = spsc::Producer::<T>::open(&env("QUEUE")).unwrap();
     move |iters, ready| {
         ready();
@@ -108,7 +110,7 @@ fn pop_batch<T: shmsync::Pod>(
     peer: &mut Peer,
     rx: &mut spsc::Consumer<T>,
     iters: u64,
-    seq: fn(&T) -> u64,
+    seq: impl Fn(&T) -> u64,
 ) -> Duration {
     peer.batch(iters, |n| {
         for i in 0..n {
