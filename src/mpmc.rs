@@ -65,12 +65,18 @@ struct Bell {
 
 impl Bell {
     /// After publishing (light fence): wakes one sleeper, if any.
+    #[inline]
     fn ring(&self) {
         fence::light();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
-            self.seq.fetch_add(1, Ordering::Release);
-            futex::wake_one(&self.seq);
+            self.wake_one();
         }
+    }
+
+    #[inline(never)]
+    fn wake_one(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_one(&self.seq);
     }
 
     /// Sleeps until rung or `deadline`, unless `ready()` holds after announcing the sleep
@@ -120,6 +126,8 @@ struct Inner<T> {
     _claim: RoleClaim,
     member: usize,
     ring: Ring<T>,
+    /// The payload's control block, looked up once: every operation reads it.
+    control: NonNull<Control>,
     segment: Segment,
     _holds: PhantomData<T>,
 }
@@ -300,13 +308,21 @@ impl<T: bytemuck::Pod> Queue<T> {
         control.members[member].inflight.store(0, Ordering::Relaxed);
         control.claims.fetch_add(1, Ordering::AcqRel);
         Ok(Self {
-            inner: Arc::new(Inner { _claim: claim, member, ring, segment, _holds: PhantomData }),
+            inner: Arc::new(Inner {
+                _claim: claim,
+                member,
+                ring,
+                control: NonNull::from(control),
+                segment,
+                _holds: PhantomData,
+            }),
         })
     }
 
+    #[inline]
     fn control(&self) -> &Control {
-        // SAFETY: as in `attach`.
-        unsafe { &*self.inner.segment.payload().as_ptr().cast::<Control>() }
+        // SAFETY: points into the mapping, which `self.inner.segment` keeps alive.
+        unsafe { self.inner.control.as_ref() }
     }
 
     /// Whether another handle had been opened and none but this process's own clones of
@@ -329,6 +345,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// `Full(value)`; `Disconnected(value)` when it is full and no other handle is alive
     /// to pop; `Corrupted(value)`.
+    #[inline]
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
         let mark = &self.control().members[self.inner.member].inflight;
         let pushed = self
@@ -372,8 +389,13 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// `Disconnected(value)` if no other handle is alive to make room; `Corrupted(value)`.
+    #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::never())
+        // The streaming case inline; waiting out of line.
+        match self.try_push(value) {
+            Err(PushError::Full(value)) => self.push_until(value, &Deadline::never()),
+            done => done,
+        }
     }
 
     /// Appends `value`, waiting at most `timeout` for room.
@@ -394,9 +416,10 @@ impl<T: bytemuck::Pod> Queue<T> {
         self.push_until(value, &Deadline::at(deadline))
     }
 
+    #[inline(never)]
     fn push_until(&self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
         let ring = self.inner.ring;
-        let mut room = || ring.len() < ring.capacity();
+        let mut room = || ring.next_is_free();
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
@@ -405,7 +428,7 @@ impl<T: bytemuck::Pod> Queue<T> {
             if deadline.has_passed() {
                 return Err(PushError::Timeout(value));
             }
-            // Spin on a cheap look at the positions (not `try_push`, whose full-queue path
+            // Spin on a cheap look at the next slot (not `try_push`, whose full-queue path
             // scans the members), then sleep.
             if !spin_until(&mut room) {
                 self.control().not_full.sleep(&deadline.capped(SLICE), &mut room);
@@ -419,6 +442,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// `Empty`; `Disconnected` when it is empty and no other handle is alive to push;
     /// `Corrupted`.
+    #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         match self.inner.ring.try_pop() {
             Ok(v) => {
@@ -443,8 +467,13 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// `Disconnected` once it is empty and no other handle is alive (noticed within
     /// about 20 ms); `Corrupted`.
+    #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(&Deadline::never())
+        // The streaming case inline; waiting out of line.
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(&Deadline::never()),
+            done => done,
+        }
     }
 
     /// Takes the oldest value, waiting at most `timeout`.
@@ -465,9 +494,10 @@ impl<T: bytemuck::Pod> Queue<T> {
         self.pop_until(&Deadline::at(deadline))
     }
 
+    #[inline(never)]
     fn pop_until(&self, deadline: &Deadline) -> Result<T, PopError> {
         let ring = self.inner.ring;
-        let mut ready = || ring.len() > 0;
+        let mut ready = || ring.next_is_published();
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}

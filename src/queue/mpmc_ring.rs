@@ -257,6 +257,21 @@ impl<T: Copy> Ring<T> {
         true
     }
 
+    /// Whether the slot at `head` holds its element: what a consumer waiting for one polls.
+    /// Looks only at the consumers' position and that slot, not at `tail`, which every
+    /// push writes: polling it would take its cache line away from the producers.
+    pub(crate) fn next_is_published(&self) -> bool {
+        let head = self.positions().head.load(Ordering::Relaxed);
+        self.slot(head).stamp.load(Ordering::Acquire) == head.wrapping_add(1)
+    }
+
+    /// Whether the slot at `tail` is free: what a producer waiting for room polls (see
+    /// [`next_is_published`](Self::next_is_published) for why not `len`).
+    pub(crate) fn next_is_free(&self) -> bool {
+        let tail = self.positions().tail.load(Ordering::Relaxed);
+        self.slot(tail).stamp.load(Ordering::Acquire) == tail
+    }
+
     /// Elements in the ring right now (a snapshot, clamped to the capacity).
     pub(crate) fn len(&self) -> u64 {
         let p = self.positions();
