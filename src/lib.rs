@@ -77,6 +77,8 @@
 compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm");
 
 mod condition;
+#[cfg(not(loom))]
+mod endpoint;
 mod error;
 mod event;
 #[cfg(not(loom))]

@@ -32,30 +32,16 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use crate::ShmSafe;
+use crate::endpoint::Side;
 use crate::error::{ChunkError, OpenError, PopError, PushError};
-use crate::futex::{self, Deadline};
-use crate::keeper::{self, ClaimError, RoleClaim};
-use crate::loom::{AtomicU32, Ordering, UnsafeCell};
+use crate::futex::Deadline;
+use crate::keeper::RoleClaim;
+use crate::loom::UnsafeCell;
 use crate::pad::CachePadded;
-use crate::queue::doorbell::Doorbell;
 use crate::queue::spsc_ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
 use crate::queue::{RingLayout, spin_until};
-use crate::raw::RawLock;
-use crate::robust::FUTEX_WAITERS;
 use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo};
-use crate::{ShmSafe, fence};
-
-/// One side's shared state.
-#[repr(C)]
-struct Side {
-    /// Held by the keeper thread of the process whose handle has this role.
-    role: RawLock,
-    /// 1 once any handle has had this role (so that its absence means "left").
-    attached: AtomicU32,
-    /// This side's sleeping flag and wake word.
-    bell: Doorbell,
-    _reserved: u32,
-}
 
 /// The segment payload before the slots.
 #[repr(C)]
@@ -67,10 +53,6 @@ struct Control {
 
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Control>() == 512 && align_of::<Control>() == 128);
-
-/// How long a sleeper sleeps at most before looking again, as a net under lost wake-ups
-/// (there are none by design) and hostile peers.
-const SAFETY_SLICE: Duration = Duration::from_millis(50);
 
 /// The mapping and typed views of one queue, shared by both ends' code.
 struct Queue<T> {
@@ -137,63 +119,6 @@ impl<T: bytemuck::Pod> Queue<T> {
             RingMemory::new(NonNull::from(&self.control().indices), slots, self.capacity)
         }
     }
-
-    /// Claims `side`'s role for this process and marks the side attached.
-    fn claim(&self, side: &Side) -> Result<RoleClaim, OpenError> {
-        fence::register();
-        // SAFETY: the claim is dropped before the segment (field order of the handles).
-        match unsafe { keeper::claim(&side.role) } {
-            Ok((claim, _)) => {
-                side.attached.store(1, Ordering::Release);
-                Ok(claim)
-            }
-            Err(ClaimError::Busy) => Err(OpenError::Busy),
-            Err(ClaimError::NotRecoverable) => Err(OpenError::Corrupted),
-            Err(ClaimError::KeeperGone) => {
-                Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")))
-            }
-        }
-    }
-}
-
-/// Whether the end on `side` had attached and is gone now (dropped or dead). Acquire:
-/// everything it committed before leaving is visible once this is true.
-#[inline]
-fn gone(side: &Side) -> bool {
-    // The role word first: while it is held (the streaming case) one load answers.
-    !side.role.is_held_acquire() && side.attached.load(Ordering::Acquire) != 0
-}
-
-/// Wakes the other side if it may be asleep: the light half of the hand-off.
-#[inline]
-fn wake(side: &Side) {
-    side.bell.ring(fence::light);
-}
-
-/// Sleeps on `me`'s wake word and on the other side's role word, unless `ready()` turns
-/// true after announcing the sleep: the heavy half of the hand-off.
-fn sleep(me: &Side, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
-    let Some(seen) = me.bell.prepare(fence::heavy, &mut || ready() || gone(other)) else {
-        return;
-    };
-    // Ask to be woken when the other side's role is released or its holder dies: set
-    // WAITERS on its role lock, which its unlock and the kernel both honour.
-    let role = other.role.word();
-    let mut word = role.load(Ordering::Relaxed);
-    if word & FUTEX_WAITERS == 0 {
-        word = match role.compare_exchange(
-            word,
-            word | FUTEX_WAITERS,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => word | FUTEX_WAITERS,
-            Err(now) => now, // changed: the wait below returns at once and we look again
-        };
-    }
-    let slice = deadline.capped(SAFETY_SLICE);
-    let _ = futex::wait_any(&[(me.bell.word(), seen), (role, word)], &slice);
-    me.bell.done();
 }
 
 macro_rules! queue_constructors {
@@ -315,7 +240,8 @@ queue_constructors!(Producer, "producer");
 
 impl<T: bytemuck::Pod> Producer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
-        let claim = queue.claim(&queue.control().producer)?;
+        // SAFETY: the claim is dropped before the mapping (field order of the handle).
+        let claim = unsafe { queue.control().producer.claim() }?;
         // SAFETY: our claim makes this the only writer of the ring.
         let writer = unsafe { Writer::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let consumer = NonNull::from(&*queue.control().consumer);
@@ -337,12 +263,12 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// `Corrupted(value)` if the shared state is inconsistent.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
-        if gone(self.consumer()) {
+        if self.consumer().gone() {
             return Err(PushError::Disconnected(value));
         }
         match self.writer.try_push(value) {
             Ok(()) => {
-                wake(self.consumer());
+                self.consumer().wake();
                 Ok(())
             }
             Err(PushFailure::Full(v)) => Err(PushError::Full(v)),
@@ -396,7 +322,7 @@ impl<T: bytemuck::Pod> Producer<T> {
             let mut room = || writer.free(1).map_or(true, |free| free > 0);
             if !spin_until(&mut room) {
                 let control = self.queue.control();
-                sleep(&control.producer, &control.consumer, deadline, &mut room);
+                control.producer.sleep(&control.consumer, deadline, &mut room);
             }
         }
     }
@@ -419,7 +345,7 @@ impl<T: bytemuck::Pod> Producer<T> {
 
     /// Whether the consumer had attached and is gone.
     pub fn is_abandoned(&self) -> bool {
-        gone(self.consumer())
+        self.consumer().gone()
     }
 
     /// Lends the next `n` free slots to fill in place (zero-copy); nothing is published
@@ -430,7 +356,7 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// `TooFewSlots` if fewer than `n` are free, `Disconnected` once the consumer is
     /// gone, `Corrupted`.
     pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
-        if gone(self.consumer()) {
+        if self.consumer().gone() {
             return Err(ChunkError::Disconnected);
         }
         match self.writer.slots(n) {
@@ -479,7 +405,7 @@ impl<T: bytemuck::Pod> WriteChunk<'_, T> {
     pub fn commit(self, k: usize) {
         assert!(k <= self.n, "commit({k}) of a chunk of {}", self.n);
         self.producer.writer.commit(k);
-        wake(self.producer.consumer());
+        self.producer.consumer().wake();
     }
 
     /// Publishes every slot of the chunk.
@@ -505,7 +431,8 @@ queue_constructors!(Consumer, "consumer");
 
 impl<T: bytemuck::Pod> Consumer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
-        let claim = queue.claim(&queue.control().consumer)?;
+        // SAFETY: the claim is dropped before the mapping (field order of the handle).
+        let claim = unsafe { queue.control().consumer.claim() }?;
         // SAFETY: our claim makes this the only reader of the ring.
         let reader = unsafe { Reader::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let producer = NonNull::from(&*queue.control().producer);
@@ -529,11 +456,11 @@ impl<T: bytemuck::Pod> Consumer<T> {
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         match self.reader.try_pop() {
             Ok(v) => {
-                wake(self.producer());
+                self.producer().wake();
                 Ok(v)
             }
             Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
-            Err(PopFailure::Empty) if gone(self.producer()) => {
+            Err(PopFailure::Empty) if self.producer().gone() => {
                 // Everything it committed before leaving is visible now: drain first.
                 match self.reader.try_pop() {
                     Ok(v) => Ok(v),
@@ -592,7 +519,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
             let mut ready = || reader.available(1).map_or(true, |n| n > 0);
             if !spin_until(&mut ready) {
                 let control = self.queue.control();
-                sleep(&control.consumer, &control.producer, deadline, &mut ready);
+                control.consumer.sleep(&control.producer, deadline, &mut ready);
             }
         }
     }
@@ -614,7 +541,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
 
     /// Whether the producer had attached and is gone.
     pub fn is_abandoned(&self) -> bool {
-        gone(self.producer())
+        self.producer().gone()
     }
 
     /// Lends the next `n` values to read in place (zero-copy); their slots are freed only
@@ -625,7 +552,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// `TooFewSlots` if fewer than `n` values are ready, `Disconnected` if none are and
     /// the producer is gone, `Corrupted`.
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
-        let producer_gone = gone(self.producer());
+        let producer_gone = self.producer().gone();
         let ready = self.reader.available(n as u64).map_err(|_| ChunkError::Corrupted)?;
         if ready >= n as u64 {
             return Ok(ReadChunk { consumer: self, n });
@@ -675,7 +602,7 @@ impl<T: bytemuck::Pod> ReadChunk<'_, T> {
     pub fn commit(self, k: usize) {
         assert!(k <= self.n, "commit({k}) of a chunk of {}", self.n);
         self.consumer.reader.consume(k);
-        wake(self.consumer.producer());
+        self.consumer.producer().wake();
     }
 
     /// Frees every slot of the chunk.

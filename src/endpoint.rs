@@ -1,0 +1,104 @@
+//! One end of a two-party object (an SPSC queue, a pipe): its role, whether it is still
+//! there, and its doorbell.
+//!
+//! Each end has a [`Side`] in the object's control block. The process holding an end
+//! holds the side's role lock through its keeper thread (`crate::keeper`), so the kernel
+//! releases the role, with `OWNER_DIED`, when that process dies; the role can then be
+//! claimed again. A side that finds nothing to do sleeps on its doorbell *and* on the
+//! other side's role word (`futex_waitv`), so the kernel wakes it when the other side's
+//! process dies, not only when the other side rings.
+
+use std::time::Duration;
+
+use crate::error::OpenError;
+use crate::fence;
+use crate::futex::{self, Deadline};
+use crate::keeper::{self, ClaimError, RoleClaim};
+use crate::loom::{AtomicU32, Ordering};
+use crate::queue::doorbell::Doorbell;
+use crate::raw::RawLock;
+use crate::robust::FUTEX_WAITERS;
+
+/// One end's shared state.
+#[repr(C)]
+pub(crate) struct Side {
+    /// Held by the keeper thread of the process whose handle has this end.
+    role: RawLock,
+    /// 1 once any handle has had this end (so that its absence means "left").
+    attached: AtomicU32,
+    /// This end's sleeping flag and wake word.
+    bell: Doorbell,
+    _reserved: u32,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Side>() == 56 && align_of::<Side>() == 8);
+
+/// How long a sleeper sleeps at most before looking again, as a net under lost wake-ups
+/// (there are none by design) and hostile peers.
+const SAFETY_SLICE: Duration = Duration::from_millis(50);
+
+impl Side {
+    /// Claims this end for the calling process and marks it attached.
+    ///
+    /// # Safety
+    ///
+    /// The returned claim must be dropped before the mapping that holds `self`.
+    pub(crate) unsafe fn claim(&self) -> Result<RoleClaim, OpenError> {
+        fence::register();
+        // SAFETY: passed on to our caller.
+        match unsafe { keeper::claim(&self.role) } {
+            Ok((claim, _)) => {
+                self.attached.store(1, Ordering::Release);
+                Ok(claim)
+            }
+            Err(ClaimError::Busy) => Err(OpenError::Busy),
+            Err(ClaimError::NotRecoverable) => Err(OpenError::Corrupted),
+            Err(ClaimError::KeeperGone) => {
+                Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")))
+            }
+        }
+    }
+
+    /// Whether this end had attached and is gone now (dropped or dead). Acquire:
+    /// everything it published before leaving is visible once this is true.
+    #[inline]
+    pub(crate) fn gone(&self) -> bool {
+        // The role word first: while it is held (the streaming case) one load answers.
+        !self.role.is_held_acquire() && self.attached.load(Ordering::Acquire) != 0
+    }
+
+    /// Wakes this end if it may be asleep: the light half of the hand-off, run by the
+    /// other end after it published something this end may wait for.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        self.bell.ring(fence::light);
+    }
+
+    /// Sleeps on this end's doorbell and on `other`'s role word until woken, `other`
+    /// leaves or dies, `deadline` or a safety slice passes, unless `ready()` turns true
+    /// after announcing the sleep: the heavy half of the hand-off. Callers loop.
+    pub(crate) fn sleep(&self, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
+        let Some(seen) = self.bell.prepare(fence::heavy, &mut || ready() || other.gone()) else {
+            return;
+        };
+        // Ask to be woken when the other end's role is released or its holder dies: set
+        // WAITERS on its role lock, which its unlock and the kernel both honour.
+        let role = other.role.word();
+        let mut word = role.load(Ordering::Relaxed);
+        if word & FUTEX_WAITERS == 0 {
+            word = match role.compare_exchange(
+                word,
+                word | FUTEX_WAITERS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => word | FUTEX_WAITERS,
+                Err(now) => now, // changed: the wait below returns at once and we look again
+            };
+        }
+        let slice = deadline.capped(SAFETY_SLICE);
+        let _ = futex::wait_any(&[(self.bell.word(), seen), (role, word)], &slice);
+        self.bell.done();
+    }
+}
