@@ -344,6 +344,69 @@ impl fmt::Display for ChunkError {
 
 impl std::error::Error for ChunkError {}
 
+/// Why a [`Connection`](crate::Connection) did not send a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message is longer than [`max_message`](crate::Connection::max_message): it
+    /// could never fit, so the send fails at once instead of waiting.
+    TooLarge,
+    /// The peer had attached and is gone (dropped or its process died): nobody will ever
+    /// read the message.
+    Disconnected,
+    /// There was no room for the message for the whole timeout.
+    Timeout,
+    /// This end of a one-way pipe only receives.
+    ReceiveOnly,
+    /// The pipe's shared state is inconsistent (a peer wrote garbage).
+    Corrupted,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TooLarge => "the message is longer than the pipe's largest message",
+            Self::Disconnected => "the peer is gone",
+            Self::Timeout => "the pipe stayed full until the timeout",
+            Self::ReceiveOnly => "this end of a one-way pipe only receives",
+            Self::Corrupted => "the pipe's shared state is corrupted",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why a [`Connection`](crate::Connection) returned no message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No message is waiting (`try_recv`).
+    Empty,
+    /// No message arrived for the whole timeout.
+    Timeout,
+    /// The peer had attached and is gone, and every message it sent has been received:
+    /// Python's `EOFError`.
+    Disconnected,
+    /// This end of a one-way pipe only sends.
+    SendOnly,
+    /// The pipe's shared state is inconsistent (a peer wrote garbage).
+    Corrupted,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "no message is waiting",
+            Self::Timeout => "no message arrived before the timeout",
+            Self::Disconnected => "the peer is gone and every message it sent was received",
+            Self::SendOnly => "this end of a one-way pipe only sends",
+            Self::Corrupted => "the pipe's shared state is corrupted",
+        })
+    }
+}
+
+impl std::error::Error for RecvError {}
+
 /// The `OpenError::Io(InvalidInput)` for an argument a constructor cannot accept.
 pub(crate) fn invalid_input(message: String) -> OpenError {
     OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))

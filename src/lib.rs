@@ -59,6 +59,8 @@
 //!   of plain data, blocking only when there is nothing to do, zero-copy chunks.
 //! - [`mpmc::Queue`]: a multi-producer multi-consumer queue of plain data, `Clone`, for
 //!   any number of processes.
+//! - [`Pipe`]: a duplex (or one-way) connection of variable-size messages between two
+//!   processes, written and read in place, also an `io::Read`/`io::Write` byte stream.
 //! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
 //!   [`raw`] primitives.
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
@@ -92,6 +94,8 @@ mod loom;
 pub mod mpmc;
 mod object;
 mod pad;
+#[cfg(not(loom))] // built on mapped memory only; its ring is loom-checked in `queue`
+mod pipe;
 mod queue;
 pub mod raw;
 mod robust;
@@ -106,10 +110,13 @@ pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use condition::Condition;
 pub use error::{
-    ChunkError, LockError, LockResult, OpenError, PopError, PushError, ReleaseError, TryLockError,
+    ChunkError, LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError,
+    SendError, TryLockError,
 };
 pub use event::Event;
 pub use lock::Lock;
+#[cfg(not(loom))]
+pub use pipe::{Connection, Message, Pipe};
 pub use raw::LockGuard;
 pub use segment::{ObjectKind, Options, SegmentInfo};
 pub use semaphore::Semaphore;

@@ -4,6 +4,7 @@
 // Loom builds leave out the named queues, the only users outside the models.
 #![cfg_attr(loom, allow(dead_code))]
 
+pub(crate) mod byte_ring;
 pub(crate) mod doorbell;
 pub(crate) mod mpmc_ring;
 pub(crate) mod spsc_ring;

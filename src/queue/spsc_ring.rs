@@ -27,9 +27,9 @@ use crate::pad::CachePadded;
 #[derive(Debug, Default)]
 pub(crate) struct Indices {
     /// The consumer's position. Written only by the consumer.
-    head: CachePadded<AtomicU64>,
+    pub(super) head: CachePadded<AtomicU64>,
     /// The producer's position. Written only by the producer.
-    tail: CachePadded<AtomicU64>,
+    pub(super) tail: CachePadded<AtomicU64>,
 }
 
 #[cfg(not(loom))]

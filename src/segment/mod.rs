@@ -249,6 +249,17 @@ impl Segment {
         opts: &Options,
         init: impl FnOnce(NonNull<u8>),
     ) -> Result<Self, OpenError> {
+        Self::open_or_create_telling(name, spec, opts, init).map(|(segment, _)| segment)
+    }
+
+    /// [`open_or_create`](Self::open_or_create), also telling whether this call created
+    /// the segment (`true`) or opened an existing one.
+    pub(crate) fn open_or_create_telling(
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<(Self, bool), OpenError> {
         let mut init = Some(init);
         let deadline = Deadline::after(opts.open_timeout);
         loop {
@@ -259,13 +270,13 @@ impl Segment {
             };
             match Self::create(name, spec, opts, run_init) {
                 Err(OpenError::AlreadyExists) => {}
-                done => return done,
+                done => return done.map(|segment| (segment, true)),
             }
             match Self::open(name, &spec.expected, opts) {
                 // Unlinked between our create and our open: try creating again, for as
                 // long as the churn lasts within our timeout.
                 Err(OpenError::NotFound) if !deadline.has_passed() => {}
-                done => return done,
+                done => return done.map(|segment| (segment, false)),
             }
         }
     }

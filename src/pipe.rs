@@ -1,0 +1,722 @@
+//! Duplex connections of variable-size messages between two processes, like Python's
+//! `multiprocessing.Pipe()`.
+//!
+//! A pipe is one named segment with two byte rings, one per direction. [`Pipe::create`]
+//! gives its caller end A, [`Pipe::open`] gives end B (usually in another process); both
+//! are [`Connection`]s. A message is written in place ([`Connection::send_with`]) or copied
+//! in ([`Connection::send`]), and read in place ([`Connection::recv`] lends a [`Message`]
+//! borrowing the ring until it is dropped) or copied out ([`Connection::recv_into`]). A
+//! steady exchange makes no syscall; a side blocks (futex) only when its ring is empty
+//! (receiving) or full (sending), and the other side wakes it only if it sleeps.
+//!
+//! Each end is claimed by one live process at a time (a second claimant gets
+//! [`OpenError::Busy`]); when a handle is dropped or its process dies, the end can be
+//! opened again, and the other end, once it has received every message sent before,
+//! gets [`RecvError::Disconnected`], as Python raises `EOFError`.
+//!
+//! # Trust
+//!
+//! Lengths and positions read from the segment are checked: a peer that writes garbage
+//! makes calls fail with `Corrupted`, never panic or read out of bounds. But a
+//! [`Message`] is a view of shared memory: a dishonest peer can change its bytes while you
+//! read them. With a peer you do not trust, use [`Connection::recv_into`], which copies
+//! the message once, and validate the copy.
+//!
+//! # Examples
+//!
+//! ```
+//! use shmsync::{Options, Pipe, RecvError};
+//!
+//! # let opts = Options::new().dir(std::env::temp_dir());
+//! # let name = format!("doc-pipe-{}", std::process::id());
+//! let mut a = Pipe::create_with(&name, 4096, &opts)?;
+//! let mut b = Pipe::open_with(&name, &opts)?; // usually another process
+//! a.send(b"ping")?;
+//! assert_eq!(&*b.recv()?, b"ping");
+//! b.send_with(4, |buf| buf.copy_from_slice(b"pong"))?; // written in place
+//! let mut reply = Vec::new();
+//! a.recv_into(&mut reply)?;
+//! assert_eq!(reply, b"pong");
+//! drop(a);
+//! assert_eq!(b.recv().unwrap_err(), RecvError::Disconnected);
+//! Pipe::unlink_with(&name, &opts)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::io;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use crate::endpoint::Side;
+use crate::error::{OpenError, RecvError, SendError};
+use crate::futex::Deadline;
+use crate::keeper::RoleClaim;
+use crate::loom::{AtomicU32, Ordering, UnsafeCell};
+use crate::pad::CachePadded;
+use crate::queue::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Reservation};
+use crate::queue::spin_until;
+use crate::queue::spsc_ring::Indices;
+use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+
+/// `Control::mode` of a pipe with a ring in each direction.
+const DUPLEX: u32 = 1;
+/// `Control::mode` of a one-way pipe: one ring, from end B to end A.
+const ONE_WAY: u32 = 2;
+/// Largest ring, in bytes.
+const MAX_RING: u64 = 1 << 40;
+
+/// The segment payload before the rings' data.
+#[repr(C)]
+struct Control {
+    /// Positions of the ring from end B to end A (the only ring of a one-way pipe).
+    to_a: Indices,
+    /// Positions of the ring from end A to end B (duplex pipes only).
+    to_b: Indices,
+    a: CachePadded<Side>,
+    b: CachePadded<Side>,
+    /// [`DUPLEX`] or [`ONE_WAY`], set by the creator before the segment is ready.
+    mode: CachePadded<AtomicU32>,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Control>() == 896 && align_of::<Control>() == 128);
+
+/// Where the first ring's data starts in the payload; the second follows it.
+const DATA_AT: usize = size_of::<Control>();
+
+/// The size of each ring for a requested capacity: the smallest power of two that lets
+/// a message of `capacity / 2` bytes through (see [`byte_ring`]: messages of up to half a
+/// ring, less an 8-byte header).
+fn ring_size(capacity: usize) -> Result<u64, OpenError> {
+    let size = (capacity as u64)
+        .checked_add(2 * byte_ring::HEADER as u64)
+        .map(|n| n.next_power_of_two().max(byte_ring::MIN_SIZE))
+        .filter(|&n| capacity > 0 && n <= MAX_RING);
+    size.ok_or_else(|| {
+        crate::error::invalid_input(format!(
+            "pipe capacity must be 1..={}, got {capacity}",
+            MAX_RING - 2 * byte_ring::HEADER as u64
+        ))
+    })
+}
+
+fn expected() -> Expected {
+    Expected {
+        kind: ObjectKind::Pipe,
+        element: Element {
+            size: 1,
+            align: align_of::<Control>() as u32,
+            type_tag: crate::shared::fnv1a(b"shmsync::Pipe/1"),
+        },
+    }
+}
+
+fn rings(mode: u32) -> u64 {
+    if mode == DUPLEX { 2 } else { 1 }
+}
+
+fn spec(capacity: usize, mode: u32) -> Result<Spec, OpenError> {
+    let size = ring_size(capacity)?;
+    let payload_len = (DATA_AT as u64).checked_add(rings(mode) * size).ok_or(OpenError::NoSpace)?;
+    Ok(Spec { expected: expected(), capacity: size, payload_len })
+}
+
+/// Records the mode in a fresh segment, before anyone can open it.
+fn initialise(mode: u32) -> impl FnOnce(NonNull<u8>) {
+    move |payload| {
+        // SAFETY: the payload starts with a zeroed Control (placed by `spec`), valid for
+        // every bit pattern; nobody else sees the segment yet.
+        let control = unsafe { &*payload.as_ptr().cast::<Control>() };
+        control.mode.store(mode, Ordering::Relaxed);
+    }
+}
+
+/// Which end a handle holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    A,
+    B,
+}
+
+/// Constructors of pipes: each returns one end, a [`Connection`].
+///
+/// [`create`](Self::create) makes the pipe and returns end A; [`open`](Self::open)
+/// returns end B; [`open_or_create`](Self::open_or_create) returns A to the process that
+/// created the pipe and B to one that opened it. A one-way pipe
+/// ([`create_one_way`](Self::create_one_way), Python's `Pipe(duplex=False)`) carries
+/// messages from B to A only.
+///
+/// `capacity` is in bytes; each direction's ring is the smallest power of two that takes
+/// a message of `capacity / 2` bytes, so [`Connection::max_message`] is at least
+/// `capacity / 2` and [`Connection::capacity`] at least `capacity`.
+#[derive(Debug)]
+pub enum Pipe {}
+
+impl Pipe {
+    /// Creates the duplex pipe `name` in `/dev/shm` and returns its end A.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists`, `InvalidName`, `Io(InvalidInput)` for a capacity of 0 or over
+    /// 2^40 bytes, and the other [`OpenError`]s of creating a segment.
+    pub fn create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
+        Self::create_with(name, capacity, &Options::new())
+    }
+
+    /// [`create`](Self::create) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(
+        name: &str,
+        capacity: usize,
+        opts: &Options,
+    ) -> Result<Connection, OpenError> {
+        let segment = Segment::create(name, &spec(capacity, DUPLEX)?, opts, initialise(DUPLEX))?;
+        Connection::attach(segment, End::A)
+    }
+
+    /// Creates the one-way pipe `name` and returns its end A, which only receives; the end
+    /// B that [`open`](Self::open) returns only sends.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_one_way(name: &str, capacity: usize) -> Result<Connection, OpenError> {
+        Self::create_one_way_with(name, capacity, &Options::new())
+    }
+
+    /// [`create_one_way`](Self::create_one_way) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_one_way_with(
+        name: &str,
+        capacity: usize,
+        opts: &Options,
+    ) -> Result<Connection, OpenError> {
+        let segment = Segment::create(name, &spec(capacity, ONE_WAY)?, opts, initialise(ONE_WAY))?;
+        Connection::attach(segment, End::A)
+    }
+
+    /// Opens the pipe `name` (duplex or one-way) and returns its end B.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `Busy` while another live handle holds end B, `KindMismatch` if `name`
+    /// is not a pipe, `Corrupted`, and the other [`OpenError`]s of opening a segment.
+    pub fn open(name: &str) -> Result<Connection, OpenError> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// [`open`](Self::open) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(name: &str, opts: &Options) -> Result<Connection, OpenError> {
+        Connection::attach(Segment::open(name, &expected(), opts)?, End::B)
+    }
+
+    /// Opens the pipe `name`, or creates a duplex one if absent, race-free between
+    /// processes: end A to the caller that created it, end B to one that opened it.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](Self::create) and [`open`](Self::open).
+    pub fn open_or_create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
+        Self::open_or_create_with(name, capacity, &Options::new())
+    }
+
+    /// [`open_or_create`](Self::open_or_create) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create`](Self::open_or_create).
+    pub fn open_or_create_with(
+        name: &str,
+        capacity: usize,
+        opts: &Options,
+    ) -> Result<Connection, OpenError> {
+        let spec = spec(capacity, DUPLEX)?;
+        let (segment, created) =
+            Segment::open_or_create_telling(name, &spec, opts, initialise(DUPLEX))?;
+        Connection::attach(segment, if created { End::A } else { End::B })
+    }
+
+    /// Removes the name `name`; connections stay usable.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`, `InvalidName`, `Io`.
+    pub fn unlink(name: &str) -> Result<(), OpenError> {
+        Self::unlink_with(name, &Options::new())
+    }
+
+    /// [`unlink`](Self::unlink) in the directory of `opts`.
+    ///
+    /// # Errors
+    ///
+    /// As [`unlink`](Self::unlink).
+    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
+        Segment::unlink(name, opts)
+    }
+}
+
+/// One end of a [`Pipe`]: sends messages to the other end and receives its messages.
+///
+/// Besides messages, a connection is a byte stream: [`io::Write`] sends each `write` as
+/// one message (or the part of it that fits), and [`io::Read`] reads across message
+/// boundaries, returning `Ok(0)` once the peer is gone and everything it sent was read.
+pub struct Connection {
+    // Field order is drop order: the end is released before the mapping goes.
+    _claim: RoleClaim,
+    end: End,
+    writer: Option<ByteWriter>,
+    reader: Option<ByteReader>,
+    /// Bytes of the oldest message already taken by `io::Read`.
+    partial: usize,
+    /// This end's and the other end's shared state, looked up once.
+    me: NonNull<Side>,
+    peer: NonNull<Side>,
+    segment: Segment,
+}
+
+// SAFETY: the handle owns its end of the pipe; the mapping is shared memory usable from
+// any thread, and the end is held by the process's keeper, not by a thread.
+unsafe impl Send for Connection {}
+
+impl Connection {
+    /// Checks what the segment layer leaves to the pipe and takes up `end`.
+    fn attach(segment: Segment, end: End) -> Result<Self, OpenError> {
+        let size = segment.capacity();
+        if !size.is_power_of_two() || !(byte_ring::MIN_SIZE..=MAX_RING).contains(&size) {
+            return Err(OpenError::Corrupted);
+        }
+        if segment.payload_len() < DATA_AT {
+            return Err(OpenError::Corrupted);
+        }
+        let base = segment.payload();
+        // SAFETY: the payload starts with a Control (what `spec` placed first; the length
+        // is checked above), 128-byte aligned, valid for every bit pattern.
+        let control = unsafe { &*base.as_ptr().cast::<Control>() };
+        let mode = control.mode.load(Ordering::Relaxed);
+        if mode != DUPLEX && mode != ONE_WAY {
+            return Err(OpenError::Corrupted);
+        }
+        if segment.payload_len() as u64 != DATA_AT as u64 + rings(mode) * size {
+            return Err(OpenError::Corrupted);
+        }
+        // SAFETY: each ring's `size` bytes lie inside the payload (length checked above),
+        // 8-aligned (DATA_AT and size are multiples of 128 and 64); the mapping lives as
+        // long as `segment`, which the connection owns.
+        let ring = |indices: &Indices, k: u64| unsafe {
+            let data = base.add(DATA_AT + (k * size) as usize).cast::<UnsafeCell<u8>>();
+            ByteRing::new(NonNull::from(indices), data, size)
+        };
+        let to_a = ring(&control.to_a, 0);
+        let to_b = (mode == DUPLEX).then(|| ring(&control.to_b, 1));
+        let (me, peer, incoming, outgoing) = match end {
+            End::A => (&control.a, &control.b, Some(to_a), to_b),
+            End::B => (&control.b, &control.a, to_b, Some(to_a)),
+        };
+        // SAFETY: the claim is dropped before the mapping (field order of Connection).
+        let claim = unsafe { me.claim() }?;
+        // SAFETY: our claim of this end makes us the only reader of the incoming ring and
+        // the only writer of the outgoing one.
+        let reader = incoming.map(|r| unsafe { ByteReader::attach(r) }).transpose();
+        // SAFETY: as above.
+        let writer = outgoing.map(|r| unsafe { ByteWriter::attach(r) }).transpose();
+        let (Ok(reader), Ok(writer)) = (reader, writer) else {
+            return Err(OpenError::Corrupted);
+        };
+        Ok(Self {
+            _claim: claim,
+            end,
+            writer,
+            reader,
+            partial: 0,
+            me: NonNull::from(&**me),
+            peer: NonNull::from(&**peer),
+            segment,
+        })
+    }
+
+    /// The largest message [`send`](Self::send) takes (at least half the capacity asked
+    /// for at creation); 0 on the receiving end of a one-way pipe.
+    pub fn max_message(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.ring().max_message())
+    }
+
+    /// The size in bytes of each direction's ring (frames of 8-byte headers and messages
+    /// padded to 8 bytes share it).
+    pub fn capacity(&self) -> usize {
+        self.segment.capacity() as usize
+    }
+
+    /// Whether this end can send (false on the receiving end of a one-way pipe).
+    pub fn can_send(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Whether this end can receive (false on the sending end of a one-way pipe).
+    pub fn can_recv(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Whether the other end had attached and is gone (dropped, or its process died).
+    /// Messages it sent before may still be waiting.
+    pub fn is_abandoned(&self) -> bool {
+        self.sides().1.gone()
+    }
+
+    /// Facts about the pipe's segment.
+    pub fn info(&self) -> &SegmentInfo {
+        self.segment.info()
+    }
+
+    /// This end's and the other end's shared state.
+    fn sides<'a>(&self) -> (&'a Side, &'a Side) {
+        let (me, peer) = (self.me, self.peer);
+        // SAFETY: both point into the mapping, which lives as long as `self`; callers use
+        // the references only while they hold `self` (the lifetime is detached so that
+        // they can also borrow a ring end mutably).
+        unsafe { (me.as_ref(), peer.as_ref()) }
+    }
+
+    /// Sends `msg` as one message, blocking while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// `TooLarge` at once if `msg` is longer than [`max_message`](Self::max_message);
+    /// `Disconnected` once the peer had attached and is gone; `ReceiveOnly`; `Corrupted`.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg.len(), &Deadline::never(), |buf| buf.copy_from_slice(msg))
+    }
+
+    /// Sends `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`send`](Self::send).
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_until(msg.len(), &Deadline::after(timeout), |buf| buf.copy_from_slice(msg))
+    }
+
+    /// Sends a message of `len` bytes written in place by `fill` (zero-copy), blocking
+    /// while the ring is full. `fill` gets exactly `len` bytes of the ring holding stale
+    /// data; nothing is sent if it panics.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); `fill` is not called on an error.
+    pub fn send_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> Result<(), SendError> {
+        self.send_until(len, &Deadline::never(), fill)
+    }
+
+    /// [`send_with`](Self::send_with), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`send`](Self::send).
+    pub fn send_with_timeout<F: FnOnce(&mut [u8])>(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        fill: F,
+    ) -> Result<(), SendError> {
+        self.send_until(len, &Deadline::after(timeout), fill)
+    }
+
+    fn send_until(
+        &mut self,
+        len: usize,
+        deadline: &Deadline,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), SendError> {
+        let reservation = self.reserve(len, deadline)?;
+        let (_, peer) = self.sides();
+        let Some(writer) = self.writer.as_mut() else { unreachable!("reserve checked") };
+        fill(writer.payload(&reservation));
+        writer.commit(reservation);
+        peer.wake();
+        Ok(())
+    }
+
+    /// Waits until a message of `len` bytes fits and reserves its room.
+    fn reserve(&mut self, len: usize, deadline: &Deadline) -> Result<Reservation, SendError> {
+        let (me, peer) = self.sides();
+        let Some(writer) = self.writer.as_mut() else { return Err(SendError::ReceiveOnly) };
+        if len > writer.ring().max_message() {
+            return Err(SendError::TooLarge);
+        }
+        loop {
+            if peer.gone() {
+                return Err(SendError::Disconnected);
+            }
+            match writer.reserve(len) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(_) => return Err(SendError::Corrupted),
+            }
+            if deadline.has_passed() {
+                return Err(SendError::Timeout);
+            }
+            let mut room = || writer.has_room(len);
+            if !spin_until(&mut room) {
+                me.sleep(peer, deadline, &mut room);
+            }
+        }
+    }
+
+    /// Receives the oldest message, blocking while there is none. The [`Message`] lends
+    /// the bytes in place; they are released to the sender when it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once the peer had attached and is gone and every message it sent
+    /// was received (a blocked call notices within about a millisecond of the peer's
+    /// death); `SendOnly`; `Corrupted`.
+    pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
+        let frame = self.wait_frame(&Deadline::never(), true)?;
+        Ok(self.lend(frame))
+    }
+
+    /// Receives the oldest message if there is one; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`, and those of [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Message<'_>, RecvError> {
+        let frame = self.wait_frame(&Deadline::never(), false)?;
+        Ok(self.lend(frame))
+    }
+
+    /// Receives the oldest message, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`recv`](Self::recv).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>, RecvError> {
+        let frame = self.wait_frame(&Deadline::after(timeout), true)?;
+        Ok(self.lend(frame))
+    }
+
+    /// Receives the oldest message, waiting at most until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Message<'_>, RecvError> {
+        let frame = self.wait_frame(&Deadline::at(deadline), true)?;
+        Ok(self.lend(frame))
+    }
+
+    /// Receives the oldest message into `buf` (cleared first), blocking while there is
+    /// none, and returns its length. One copy out of shared memory: the form to use with
+    /// a peer you do not trust.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv); `buf` is left empty.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        buf.clear();
+        let msg = self.recv()?;
+        buf.extend_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    /// Waits at most `timeout` until [`recv`](Self::recv) would not block: a message is
+    /// waiting, or the peer is gone, or the pipe is corrupted. `false` after the timeout,
+    /// and at once on the sending end of a one-way pipe.
+    pub fn poll(&mut self, timeout: Duration) -> bool {
+        match self.wait_frame(&Deadline::after(timeout), true) {
+            Ok(_) | Err(RecvError::Disconnected | RecvError::Corrupted) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for the oldest message (if `block`) and returns its frame, unreleased.
+    fn wait_frame(&mut self, deadline: &Deadline, block: bool) -> Result<Frame, RecvError> {
+        let (me, peer) = self.sides();
+        let Some(reader) = self.reader.as_mut() else { return Err(RecvError::SendOnly) };
+        loop {
+            match reader.peek() {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(_) => return Err(RecvError::Corrupted),
+            }
+            if peer.gone() {
+                // Everything it sent before leaving is visible now: look once more.
+                return match reader.peek() {
+                    Ok(Some(frame)) => Ok(frame),
+                    Ok(None) => Err(RecvError::Disconnected),
+                    Err(_) => Err(RecvError::Corrupted),
+                };
+            }
+            if !block {
+                return Err(RecvError::Empty);
+            }
+            if deadline.has_passed() {
+                return Err(RecvError::Timeout);
+            }
+            let mut ready = || reader.ready();
+            if !spin_until(&mut ready) {
+                me.sleep(peer, deadline, &mut ready);
+            }
+        }
+    }
+
+    /// Lends the part of `frame` that `io::Read` has not taken yet.
+    fn lend(&mut self, frame: Frame) -> Message<'_> {
+        let Some(reader) = self.reader.as_ref() else { unreachable!("a frame was read") };
+        let bytes = &reader.payload(&frame)[self.partial..];
+        let (ptr, len) = (NonNull::from(bytes).cast::<u8>(), bytes.len());
+        Message { conn: self, frame, ptr, len }
+    }
+
+    /// Releases `frame` to the sender.
+    fn release(&mut self, frame: Frame) {
+        let (_, peer) = self.sides();
+        if let Some(reader) = self.reader.as_mut() {
+            reader.release(frame);
+            self.partial = 0;
+            peer.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.info().name())
+            .field("end", &self.end)
+            .field("can_send", &self.can_send())
+            .field("can_recv", &self.can_recv())
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A received message, read in place: it borrows the ring (and its [`Connection`]) until
+/// dropped, which frees its bytes for the sender.
+///
+/// Its bytes are shared memory: an honest peer leaves them alone until the message is
+/// dropped; a dishonest one may change them under you (see the module docs).
+pub struct Message<'a> {
+    conn: &'a mut Connection,
+    frame: Frame,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Deref for Message<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the frame's bytes, checked to lie inside the ring, which the borrowed
+        // connection keeps mapped; the sender does not reuse them until `drop` releases
+        // them.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for Message<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        self.conn.release(self.frame);
+    }
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+fn io_error(
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    kind: io::ErrorKind,
+) -> io::Error {
+    io::Error::new(kind, e)
+}
+
+impl io::Read for Connection {
+    /// Reads bytes of the oldest messages, across message boundaries: blocks until at
+    /// least one byte is there, then takes what else is already waiting. `Ok(0)` once the
+    /// peer is gone and everything it sent was read.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let frame = match self.wait_frame(&Deadline::never(), done == 0) {
+                Ok(frame) => frame,
+                Err(_) if done > 0 => break, // report it on the next call
+                Err(RecvError::Disconnected) => return Ok(0),
+                Err(e @ RecvError::SendOnly) => {
+                    return Err(io_error(e, io::ErrorKind::Unsupported));
+                }
+                Err(e) => return Err(io_error(e, io::ErrorKind::InvalidData)),
+            };
+            let Some(reader) = self.reader.as_ref() else { unreachable!("a frame was read") };
+            let n = (frame.len() - self.partial).min(buf.len() - done);
+            reader.read(&frame, self.partial, &mut buf[done..done + n]);
+            done += n;
+            self.partial += n;
+            if self.partial == frame.len() {
+                self.release(frame);
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl io::Write for Connection {
+    /// Sends as much of `buf` as fits now as one message (up to
+    /// [`max_message`](Connection::max_message)), blocking only while nothing fits.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (me, peer) = self.sides();
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(io_error(SendError::ReceiveOnly, io::ErrorKind::Unsupported));
+        };
+        loop {
+            if peer.gone() {
+                return Err(io_error(SendError::Disconnected, io::ErrorKind::BrokenPipe));
+            }
+            match writer.reserve_up_to(buf.len()) {
+                Ok(Some(r)) => {
+                    let n = r.len();
+                    writer.payload(&r).copy_from_slice(&buf[..n]);
+                    writer.commit(r);
+                    peer.wake();
+                    return Ok(n);
+                }
+                Ok(None) => {}
+                Err(_) => return Err(io_error(SendError::Corrupted, io::ErrorKind::InvalidData)),
+            }
+            let mut room = || writer.has_room(1);
+            if !spin_until(&mut room) {
+                me.sleep(peer, &Deadline::never(), &mut room);
+            }
+        }
+    }
+
+    /// Nothing to do: every `write` is published when it returns.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,648 @@
+//! The single-producer single-consumer ring of variable-size messages under a [`Pipe`]
+//! (one per direction), over memory the caller provides (a segment's payload, or the heap
+//! in tests).
+//!
+//! The positions are those of the SPSC ring ([`Indices`]: monotonic `u64` byte positions,
+//! each side caching the other's), over a data area of `size` bytes, a power of two.
+//! Everything in the data area is 8-byte aligned. A *frame* is an 8-byte header and the
+//! message, padded to a multiple of 8:
+//!
+//! | header | meaning |
+//! |---|---|
+//! | `len` (`<= max_message`) | a message of `len` bytes follows, then padding to 8 |
+//! | [`SKIP`] | nothing more before the end of the data area: continue at offset 0 |
+//!
+//! A message is always contiguous, so the reader can lend it as one `&[u8]`. When a frame
+//! does not fit before the end of the data area, the writer fills the rest with a skip
+//! marker and puts the frame at offset 0; marker and frame are published by the same
+//! store of `tail`. (The alternative, mapping the data area twice back to back, would let
+//! frames run over the end, but needs page-sized rings, two extra mappings per direction,
+//! and cannot be modelled on the heap under loom and Miri; the skip costs at most one
+//! frame's worth of space at the wrap.)
+//!
+//! Largest message: a frame of up to `size / 2` bytes always fits in an empty ring,
+//! wherever the positions stand (before the wrap, or after skipping to the start), so
+//! `max_message = size / 2 - 8`. Larger ones could wait forever and are refused.
+//!
+//! Hostile memory: the reader trusts nothing it reads. `tail` must be 8-aligned and at most
+//! `size` ahead of `head`; a header must be [`SKIP`] at a non-zero offset with the rest of
+//! the data area published, or a length up to `max_message` whose frame lies inside the
+//! published bytes and inside the data area. Anything else is [`Corrupted`].
+//!
+//! [`Pipe`]: crate::Pipe
+
+use std::ptr::NonNull;
+
+use super::spsc_ring::{Corrupted, Indices};
+use crate::loom::{Ordering, UnsafeCell};
+
+/// Header of a skip marker.
+pub(crate) const SKIP: u64 = u64::MAX;
+/// Bytes of a frame header.
+pub(crate) const HEADER: usize = 8;
+/// Smallest data area: room for one frame of an 8-byte message on each side of the wrap.
+pub(crate) const MIN_SIZE: u64 = 64;
+
+/// Bytes a frame of `len` takes.
+#[inline]
+pub(crate) fn frame_len(len: usize) -> u64 {
+    HEADER as u64 + (len as u64).next_multiple_of(8)
+}
+
+/// Where one byte ring lives.
+#[derive(Clone, Copy)]
+pub(crate) struct ByteRing {
+    indices: NonNull<Indices>,
+    data: NonNull<UnsafeCell<u8>>,
+    size: u64,
+}
+
+impl ByteRing {
+    /// Describes a ring.
+    ///
+    /// # Safety
+    ///
+    /// `indices` and `size` bytes at `data` (8-byte aligned) must stay valid for as long as
+    /// any end built on this value is used; `size` must be a power of two and at least
+    /// [`MIN_SIZE`].
+    pub(crate) unsafe fn new(
+        indices: NonNull<Indices>,
+        data: NonNull<UnsafeCell<u8>>,
+        size: u64,
+    ) -> Self {
+        debug_assert!(size.is_power_of_two() && size >= MIN_SIZE);
+        #[cfg(not(loom))]
+        debug_assert!(data.as_ptr() as usize % 8 == 0);
+        Self { indices, data, size }
+    }
+
+    fn indices(&self) -> &Indices {
+        // SAFETY: valid for the life of the ends (`new`'s contract).
+        unsafe { self.indices.as_ref() }
+    }
+
+    /// The largest message this ring takes.
+    pub(crate) fn max_message(&self) -> usize {
+        (self.size / 2) as usize - HEADER
+    }
+
+    fn offset(&self, position: u64) -> usize {
+        // The mask keeps every offset inside the data area, whatever `position` is.
+        (position & (self.size - 1)) as usize
+    }
+
+    fn byte(&self, offset: usize) -> &UnsafeCell<u8> {
+        debug_assert!(offset < self.size as usize);
+        // SAFETY: offset < size (callers mask or check), and the data is valid (`new`).
+        unsafe { &*self.data.as_ptr().add(offset) }
+    }
+
+    /// Reads the 8-byte word at `offset` (a multiple of 8 below `size`).
+    fn read_word(&self, offset: usize) -> u64 {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and 8-aligned (offset and data both are); volatile because
+            // a peer may write it at any time.
+            self.byte(offset).with(|p| unsafe { p.cast::<u64>().read_volatile() })
+        }
+        #[cfg(loom)]
+        {
+            let mut bytes = [0; 8];
+            for (k, b) in bytes.iter_mut().enumerate() {
+                // SAFETY: in bounds; loom checks the access.
+                *b = self.byte(offset + k).with(|p| unsafe { *p });
+            }
+            u64::from_ne_bytes(bytes)
+        }
+    }
+
+    /// Writes the 8-byte word at `offset` (a multiple of 8 below `size`).
+    fn write_word(&self, offset: usize, value: u64) {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds and 8-aligned; only the writer writes unpublished bytes.
+            self.byte(offset).with_mut(|p| unsafe { p.cast::<u64>().write_volatile(value) });
+        }
+        #[cfg(loom)]
+        for (k, b) in value.to_ne_bytes().into_iter().enumerate() {
+            // SAFETY: in bounds; loom checks the access.
+            self.byte(offset + k).with_mut(|p| unsafe { *p = b });
+        }
+    }
+
+    /// `len` bytes at `offset` (checked by the caller to lie inside the data area).
+    #[cfg(not(loom))]
+    fn bytes(&self, offset: usize, len: usize) -> *mut u8 {
+        debug_assert!(offset + len <= self.size as usize);
+        // SAFETY: in bounds; UnsafeCell<u8> is repr(transparent) over u8 outside loom.
+        unsafe { self.data.as_ptr().cast::<u8>().add(offset) }
+    }
+}
+
+/// A message reserved by the writer: its header goes at `start`, after `skip` bytes of
+/// skip marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    /// Position of the skip marker, or of the header if `skip` is 0.
+    at: u64,
+    skip: u64,
+    len: usize,
+}
+
+impl Reservation {
+    /// The message's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The sending end of one byte ring: only one may exist per ring at a time.
+pub(crate) struct ByteWriter {
+    ring: ByteRing,
+    tail: u64,
+    head_seen: u64,
+}
+
+// SAFETY: the writer owns the sending role of the ring; the memory is shared memory
+// meant to be used from any thread.
+unsafe impl Send for ByteWriter {}
+
+impl ByteWriter {
+    /// Takes up the sending role, continuing from the shared positions.
+    ///
+    /// # Safety
+    ///
+    /// No other `ByteWriter` of this ring may be used while this one is.
+    pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
+        let i = ring.indices();
+        let tail = i.tail.load(Ordering::Acquire);
+        let head = i.head.load(Ordering::Acquire);
+        check(&ring, head, tail)?;
+        Ok(Self { ring, tail, head_seen: head })
+    }
+
+    /// The ring this end writes.
+    pub(crate) fn ring(&self) -> &ByteRing {
+        &self.ring
+    }
+
+    /// Free bytes, refreshing the reader's position if the cache shows fewer than
+    /// `wanted`.
+    fn free(&mut self, wanted: u64) -> Result<u64, Corrupted> {
+        let cached = self.ring.size - self.tail.wrapping_sub(self.head_seen);
+        if cached >= wanted {
+            return Ok(cached);
+        }
+        // Acquire pairs with the Release in `ByteReader::release`.
+        let head = self.ring.indices().head.load(Ordering::Acquire);
+        let used = check(&self.ring, head, self.tail)?;
+        self.head_seen = head;
+        Ok(self.ring.size - used)
+    }
+
+    /// Reserves room for a message of exactly `len` bytes (at most
+    /// [`ByteRing::max_message`]); `None` if the ring has no room for it now.
+    pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>, Corrupted> {
+        debug_assert!(len <= self.ring.max_message());
+        let frame = frame_len(len);
+        let before_end = self.ring.size - self.ring.offset(self.tail) as u64;
+        let skip = if frame <= before_end { 0 } else { before_end };
+        let need = skip + frame;
+        Ok((self.free(need)? >= need).then_some(Reservation { at: self.tail, skip, len }))
+    }
+
+    /// Reserves room for a message of 1 to `wanted` bytes (as many as fit now, at most
+    /// [`ByteRing::max_message`]); `None` if not even one byte fits. For byte streams.
+    pub(crate) fn reserve_up_to(
+        &mut self,
+        wanted: usize,
+    ) -> Result<Option<Reservation>, Corrupted> {
+        let wanted = wanted.min(self.ring.max_message()).max(1);
+        let free = self.free(frame_len(wanted))?;
+        let before_end = self.ring.size - self.ring.offset(self.tail) as u64;
+        // Payload room here (before the end) and after skipping to the start.
+        let here = free.min(before_end).saturating_sub(HEADER as u64);
+        let after_skip =
+            if free > before_end { (free - before_end).saturating_sub(HEADER as u64) } else { 0 };
+        let (skip, room) = if here as usize >= wanted || here >= after_skip {
+            (0, here)
+        } else {
+            (before_end, after_skip)
+        };
+        let len = (room as usize).min(wanted);
+        Ok((len > 0).then_some(Reservation { at: self.tail, skip, len }))
+    }
+
+    /// The reserved message's bytes, to fill in place.
+    #[cfg(not(loom))]
+    pub(crate) fn payload(&mut self, r: &Reservation) -> &mut [u8] {
+        let start = self.ring.offset(r.at.wrapping_add(r.skip)) + HEADER;
+        // SAFETY: the reservation lies inside the data area, in bytes the reader does not
+        // look at until we publish them; `&mut self` keeps the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ring.bytes(start, r.len), r.len) }
+    }
+
+    /// Copies `src` (exactly the reserved length) into the reserved message: the form the
+    /// tests and the loom model use (loom cannot lend slices of its cells).
+    #[cfg(any(test, loom))]
+    pub(crate) fn write(&mut self, r: &Reservation, src: &[u8]) {
+        assert_eq!(src.len(), r.len, "write of another length than reserved");
+        #[cfg(not(loom))]
+        self.payload(r).copy_from_slice(src);
+        #[cfg(loom)]
+        {
+            let start = self.ring.offset(r.at.wrapping_add(r.skip)) + HEADER;
+            for (k, b) in src.iter().enumerate() {
+                // SAFETY: unpublished bytes of the reservation; loom checks the access.
+                self.ring.byte(start + k).with_mut(|p| unsafe { *p = *b });
+            }
+        }
+    }
+
+    /// Publishes the reserved message (and its skip marker): one Release store.
+    pub(crate) fn commit(&mut self, r: Reservation) {
+        debug_assert_eq!(r.at, self.tail, "reservations are committed in order, one at a time");
+        if r.skip > 0 {
+            self.ring.write_word(self.ring.offset(r.at), SKIP);
+        }
+        let start = r.at.wrapping_add(r.skip);
+        self.ring.write_word(self.ring.offset(start), r.len as u64);
+        self.tail = start.wrapping_add(frame_len(r.len));
+        // Release pairs with the Acquire in `ByteReader::refresh`: the frame is written
+        // before the position that announces it.
+        self.ring.indices().tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Whether a message of `len` bytes fits now (refreshing the reader's position).
+    pub(crate) fn has_room(&mut self, len: usize) -> bool {
+        self.reserve(len).map_or(true, |r| r.is_some())
+    }
+}
+
+/// A published message found by the reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// Offset of the message's first byte in the data area.
+    start: usize,
+    len: usize,
+    /// Position just after the frame: the new `head` once it is released.
+    end: u64,
+}
+
+impl Frame {
+    /// The message's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The receiving end of one byte ring: only one may exist per ring at a time.
+pub(crate) struct ByteReader {
+    ring: ByteRing,
+    head: u64,
+    tail_seen: u64,
+}
+
+// SAFETY: as for `ByteWriter`.
+unsafe impl Send for ByteReader {}
+
+impl ByteReader {
+    /// Takes up the receiving role, continuing from the shared positions.
+    ///
+    /// # Safety
+    ///
+    /// No other `ByteReader` of this ring may be used while this one is.
+    pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
+        let i = ring.indices();
+        let head = i.head.load(Ordering::Acquire);
+        let tail = i.tail.load(Ordering::Acquire);
+        check(&ring, head, tail)?;
+        Ok(Self { ring, head, tail_seen: tail })
+    }
+
+    /// Published bytes not yet released, refreshing the writer's position if the cache
+    /// shows none.
+    fn refresh(&mut self) -> Result<u64, Corrupted> {
+        let cached = self.tail_seen.wrapping_sub(self.head);
+        if cached > 0 {
+            return Ok(cached);
+        }
+        // Acquire pairs with the Release in `ByteWriter::commit`.
+        let tail = self.ring.indices().tail.load(Ordering::Acquire);
+        let ready = check(&self.ring, self.head, tail)?;
+        self.tail_seen = tail;
+        Ok(ready)
+    }
+
+    /// Whether a message (or garbage to report) is waiting.
+    pub(crate) fn ready(&mut self) -> bool {
+        self.refresh().map_or(true, |n| n > 0)
+    }
+
+    /// The oldest message, if any, stepping over a skip marker.
+    pub(crate) fn peek(&mut self) -> Result<Option<Frame>, Corrupted> {
+        let mut used = self.refresh()?;
+        if used == 0 {
+            return Ok(None);
+        }
+        let mut at = self.head;
+        let mut offset = self.ring.offset(at);
+        let mut header = self.ring.read_word(offset);
+        if header == SKIP {
+            // An honest writer skips only from a non-zero offset, publishing the rest of the
+            // data area and the frame after it together.
+            let skip = self.ring.size - offset as u64;
+            if offset == 0 || skip + HEADER as u64 > used {
+                return Err(Corrupted);
+            }
+            at = at.wrapping_add(skip);
+            used -= skip;
+            offset = 0;
+            header = self.ring.read_word(0);
+        }
+        if header > self.ring.max_message() as u64 {
+            return Err(Corrupted);
+        }
+        let len = header as usize;
+        let frame = frame_len(len);
+        if frame > used || offset as u64 + frame > self.ring.size {
+            return Err(Corrupted);
+        }
+        Ok(Some(Frame { start: offset + HEADER, len, end: at.wrapping_add(frame) }))
+    }
+
+    /// The message's bytes, in place.
+    #[cfg(not(loom))]
+    pub(crate) fn payload(&self, f: &Frame) -> &[u8] {
+        // SAFETY: `peek` checked the frame lies inside the data area, in published bytes
+        // the writer leaves alone until we release them (if it is honest: see the trust
+        // model in docs/design.md).
+        unsafe { std::slice::from_raw_parts(self.ring.bytes(f.start, f.len), f.len) }
+    }
+
+    /// Copies `dst.len()` bytes of the message from byte `from` on.
+    pub(crate) fn read(&self, f: &Frame, from: usize, dst: &mut [u8]) {
+        assert!(from + dst.len() <= f.len, "read past the end of the message");
+        #[cfg(not(loom))]
+        dst.copy_from_slice(&self.payload(f)[from..from + dst.len()]);
+        #[cfg(loom)]
+        for (k, b) in dst.iter_mut().enumerate() {
+            // SAFETY: published bytes of the frame; loom checks the access.
+            *b = self.ring.byte(f.start + from + k).with(|p| unsafe { *p });
+        }
+    }
+
+    /// Frees the message's bytes (and any skip before it) for the writer.
+    pub(crate) fn release(&mut self, f: Frame) {
+        self.head = f.end;
+        // Release pairs with the Acquire in `ByteWriter::free`: our reads of the frame
+        // happen before the writer may overwrite it.
+        self.ring.indices().head.store(self.head, Ordering::Release);
+    }
+}
+
+/// Checks `tail - head` against the size, and that both positions are 8-aligned (the
+/// writer's is read from shared memory).
+fn check(ring: &ByteRing, head: u64, tail: u64) -> Result<u64, Corrupted> {
+    let used = tail.wrapping_sub(head);
+    if used <= ring.size && (head | tail) % 8 == 0 { Ok(used) } else { Err(Corrupted) }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::loom::AtomicU64;
+
+    /// A byte ring on the heap.
+    struct HeapRing {
+        indices: Box<Indices>,
+        data: Box<[AtomicU64]>, // u64s for 8-byte alignment
+    }
+
+    impl HeapRing {
+        fn new(size: u64) -> Self {
+            let data = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
+            Self { indices: Box::default(), data }
+        }
+
+        fn ring(&self) -> ByteRing {
+            // SAFETY: both boxes outlive every end in the tests; 8-aligned; power of two.
+            unsafe {
+                ByteRing::new(
+                    NonNull::from(&*self.indices),
+                    NonNull::new(self.data.as_ptr().cast_mut().cast()).unwrap(),
+                    self.data.len() as u64 * 8,
+                )
+            }
+        }
+
+        fn ends(&self) -> (ByteWriter, ByteReader) {
+            // SAFETY: one writer and one reader per ring in each test.
+            unsafe {
+                (ByteWriter::attach(self.ring()).unwrap(), ByteReader::attach(self.ring()).unwrap())
+            }
+        }
+
+        fn poke(&self, offset: usize, value: u64) {
+            self.data[offset / 8].store(value, Ordering::Relaxed);
+        }
+    }
+
+    fn send(w: &mut ByteWriter, msg: &[u8]) -> bool {
+        match w.reserve(msg.len()).unwrap() {
+            Some(r) => {
+                w.write(&r, msg);
+                w.commit(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn recv(r: &mut ByteReader) -> Result<Option<Vec<u8>>, Corrupted> {
+        let Some(f) = r.peek()? else { return Ok(None) };
+        let v = r.payload(&f).to_vec();
+        r.release(f);
+        Ok(Some(v))
+    }
+
+    #[test]
+    fn messages_keep_their_boundaries_across_many_wraps() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        assert_eq!(w.ring().max_message(), 56);
+        for round in 0..500usize {
+            let len = round * 7 % 57;
+            let msg: Vec<u8> = (0..len).map(|k| (round + k) as u8).collect();
+            assert!(send(&mut w, &msg), "round {round}");
+            assert_eq!(recv(&mut r).unwrap().unwrap(), msg, "round {round}");
+            assert_eq!(recv(&mut r), Ok(None));
+        }
+    }
+
+    #[test]
+    fn the_largest_message_fits_an_empty_ring_wherever_the_positions_stand() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        let big = [0xAB; 56];
+        for shift in 0..40 {
+            // Move the positions by 8 bytes at a time (an empty message each), then check
+            // that the largest message still goes through at once.
+            assert!(send(&mut w, &[]));
+            assert_eq!(recv(&mut r).unwrap().unwrap(), Vec::<u8>::new());
+            assert!(send(&mut w, &big), "shift {shift}");
+            assert_eq!(recv(&mut r).unwrap().unwrap(), big);
+        }
+    }
+
+    #[test]
+    fn full_until_the_reader_releases() {
+        let heap = HeapRing::new(64);
+        let (mut w, mut r) = heap.ends();
+        assert!(send(&mut w, &[1; 24])); // 32 bytes
+        assert!(send(&mut w, &[2; 24])); // 64: full
+        assert!(!send(&mut w, &[]));
+        assert!(!w.has_room(0));
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [1; 24]);
+        assert!(w.has_room(24));
+        assert!(send(&mut w, &[3; 20]));
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [2; 24]);
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [3; 20]);
+    }
+
+    /// Moves a 128-byte ring's positions to offset 112 (16 bytes before the end).
+    fn to_offset_112(w: &mut ByteWriter, r: &mut ByteReader) {
+        for _ in 0..2 {
+            assert!(send(w, &[1; 48])); // frames of 56 bytes
+            assert_eq!(recv(r).unwrap().unwrap(), [1; 48]);
+        }
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_before_the_end_goes_to_the_start() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        to_offset_112(&mut w, &mut r);
+        assert!(send(&mut w, &[2; 20])); // a 32-byte frame: skip 16, then offset 0
+        assert_eq!(heap.data[112 / 8].load(Ordering::Relaxed), SKIP);
+        assert_eq!(heap.data[0].load(Ordering::Relaxed), 20);
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [2; 20]);
+        assert_eq!(recv(&mut r), Ok(None));
+    }
+
+    #[test]
+    fn reserve_up_to_takes_what_fits_now() {
+        let heap = HeapRing::new(64);
+        let (mut w, mut r) = heap.ends();
+        let first = w.reserve_up_to(1000).unwrap().unwrap();
+        assert_eq!(first.len(), 24, "capped at max_message");
+        w.write(&first, &[7; 24]);
+        w.commit(first);
+        let second = w.reserve_up_to(1000).unwrap().unwrap();
+        assert_eq!(second.len(), 24, "the rest of the ring");
+        w.write(&second, &[8; 24]);
+        w.commit(second);
+        assert_eq!(w.reserve_up_to(5).unwrap(), None, "full");
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [7; 24]);
+        let third = w.reserve_up_to(3).unwrap().unwrap();
+        assert_eq!(third.len(), 3);
+    }
+
+    #[test]
+    fn hostile_headers_and_positions_are_corrupted_never_trusted() {
+        type Damage = fn(&HeapRing);
+        let cases: [(&str, Damage); 6] = [
+            ("length over max_message", |h| h.poke(0, 57)),
+            ("frame beyond the published bytes", |h| h.poke(0, 40)),
+            ("skip marker at offset 0", |h| h.poke(0, SKIP)),
+            ("huge length", |h| h.poke(0, u64::MAX - 1)),
+            ("tail beyond the size", |h| h.indices.tail.store(1 << 40, Ordering::Relaxed)),
+            ("unaligned tail", |h| h.indices.tail.store(12, Ordering::Relaxed)),
+        ];
+        for (what, damage) in cases {
+            let heap = HeapRing::new(128);
+            let (mut w, mut r) = heap.ends();
+            assert!(send(&mut w, &[5; 16])); // 24 bytes published
+            damage(&heap);
+            assert_eq!(r.peek(), Err(Corrupted), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_skip_marker_must_cover_published_bytes() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        to_offset_112(&mut w, &mut r);
+        assert!(send(&mut w, &[])); // 8 bytes at 112
+        heap.poke(112, SKIP); // claims the 16 bytes up to the end: only 8 are published
+        assert_eq!(r.peek(), Err(Corrupted));
+    }
+}
+
+/// Loom model: one direction with a reader that sleeps whenever the ring is empty and a
+/// writer that rings after each message, including one that wraps with a skip marker. A
+/// lost wake-up leaves the reader asleep, which loom reports as a deadlock.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::futex::{self, Deadline};
+    use crate::loom::fence;
+    use crate::queue::doorbell::Doorbell;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_blocked_reader_gets_every_message_in_order() {
+        ::loom::model(|| {
+            // Positions as if the ring had carried 96 bytes already, so that the second
+            // message wraps: 16 bytes (frame 24, to offset 120), then 20 bytes (frame 32,
+            // which does not fit in the last 8: skip marker, then offset 0).
+            let indices = Arc::new(Indices::default());
+            indices.head.store(96, Ordering::Relaxed);
+            indices.tail.store(96, Ordering::Relaxed);
+            let data: Arc<[UnsafeCell<u8>]> = (0..128).map(|_| UnsafeCell::new(0)).collect();
+            let bell = Arc::new(Doorbell::default());
+            // SAFETY: the Arcs outlive both ends; loom builds access the cells one byte at a
+            // time, so their alignment does not matter; size 128.
+            let ring = || unsafe {
+                ByteRing::new(
+                    NonNull::from(&*indices),
+                    NonNull::new(data.as_ptr().cast_mut()).unwrap(),
+                    128,
+                )
+            };
+            // SAFETY: one writer, one reader.
+            let (mut w, mut r) = unsafe {
+                (ByteWriter::attach(ring()).unwrap(), ByteReader::attach(ring()).unwrap())
+            };
+            let messages: [&[u8]; 2] = [&[1; 16], &[2; 20]];
+            let writer = {
+                let keep = (Arc::clone(&indices), Arc::clone(&data), Arc::clone(&bell));
+                crate::loom::thread::spawn(move || {
+                    for m in messages {
+                        let res = w.reserve(m.len()).unwrap().expect("room for both");
+                        w.write(&res, m);
+                        w.commit(res);
+                        keep.2.ring(|| fence(Ordering::SeqCst));
+                    }
+                })
+            };
+            for want in messages {
+                let frame = loop {
+                    if let Some(f) = r.peek().unwrap() {
+                        break f;
+                    }
+                    let mut ready = || r.ready();
+                    if let Some(seen) = bell.prepare(|| fence(Ordering::SeqCst), &mut ready) {
+                        futex::wait(bell.word(), seen, &Deadline::never());
+                        bell.done();
+                    }
+                };
+                let mut got = vec![0; frame.len()];
+                r.read(&frame, 0, &mut got);
+                assert_eq!(got, want);
+                r.release(frame);
+            }
+            writer.join().unwrap();
+        });
+    }
+}
