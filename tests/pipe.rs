@@ -53,6 +53,40 @@ fn ten_thousand_duplex_round_trips_carry_their_payloads() {
 }
 
 #[test]
+fn round_trips_without_spinning_sleep_and_wake_every_time() {
+    // With spinning off every wait is a futex sleep: a lost wake-up would stall a round
+    // trip until the 50 ms safety slice, which the time bound below would catch.
+    const ROUNDS: u32 = 300;
+    if role().as_deref() == Some("echo") {
+        let mut b = Pipe::open(&arg("PIPE")).unwrap();
+        b.set_spin(false);
+        for _ in 0..ROUNDS {
+            let msg = b.recv_timeout(LIMIT).unwrap().to_vec();
+            b.send_timeout(&echo_of(&msg), LIMIT).unwrap();
+        }
+        return;
+    }
+    let name = unique_name("no-spin");
+    let _cleanup = Remove::shm(&name);
+    let mut a = Pipe::create(&name, 4096).unwrap();
+    a.set_spin(false);
+    let echo =
+        spawn("round_trips_without_spinning_sleep_and_wake_every_time", "echo", &[("PIPE", &name)]);
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let msg = round.to_le_bytes();
+        a.send_timeout(&msg, LIMIT).unwrap();
+        assert_eq!(&*a.recv_timeout(LIMIT).unwrap(), echo_of(&msg).as_slice());
+    }
+    let per_round = started.elapsed() / ROUNDS;
+    eprintln!("round trip without spinning: {per_round:?}");
+    // Generous: a wake-up costs tens of microseconds here, the safety slice 50 ms.
+    assert!(per_round < Duration::from_millis(10), "{per_round:?} per round trip");
+    echo.wait_success(LIMIT);
+    Pipe::unlink(&name).unwrap();
+}
+
+#[test]
 fn message_boundaries_are_kept_for_every_size_up_to_half_the_capacity() {
     const CAPACITY: usize = 16 * 1024;
     const SIZES: [usize; 6] = [0, 1, 7, 4096, CAPACITY / 2, 3];
