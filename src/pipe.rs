@@ -63,8 +63,8 @@ use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInf
 const DUPLEX: u32 = 1;
 /// `Control::mode` of a one-way pipe: one ring, from end B to end A.
 const ONE_WAY: u32 = 2;
-/// Largest ring, in bytes.
-const MAX_RING: u64 = 1 << 40;
+/// Largest ring, in bytes (lengths must fit a frame header's 32 bits).
+const MAX_RING: u64 = byte_ring::MAX_SIZE;
 
 /// The segment payload before the rings' data.
 #[repr(C)]
@@ -158,8 +158,8 @@ impl Pipe {
     ///
     /// # Errors
     ///
-    /// `AlreadyExists`, `InvalidName`, `Io(InvalidInput)` for a capacity of 0 or over
-    /// 2^40 bytes, and the other [`OpenError`]s of creating a segment.
+    /// `AlreadyExists`, `InvalidName`, `Io(InvalidInput)` for a capacity of 0 or one that
+    /// needs rings over 4 GiB, and the other [`OpenError`]s of creating a segment.
     pub fn create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
         Self::create_with(name, capacity, &Options::new())
     }
@@ -456,7 +456,7 @@ impl Connection {
         let (_, peer) = self.sides();
         let Some(writer) = self.writer.as_mut() else { unreachable!("reserve checked") };
         fill(writer.payload(&reservation));
-        writer.commit(reservation);
+        writer.commit(reservation).map_err(|_| SendError::Corrupted)?;
         peer.wake();
         Ok(())
     }
@@ -715,7 +715,9 @@ impl io::Write for Connection {
                 Ok(Some(r)) => {
                     let n = r.len();
                     writer.payload(&r).copy_from_slice(&buf[..n]);
-                    writer.commit(r);
+                    if writer.commit(r).is_err() {
+                        return Err(io_error(SendError::Corrupted, io::ErrorKind::InvalidData));
+                    }
                     peer.wake();
                     return Ok(n);
                 }

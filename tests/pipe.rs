@@ -413,7 +413,12 @@ fn a_hostile_length_header_is_corrupted_not_trusted() {
     let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
     // The 128-byte segment header, the pipe's 896-byte control block, then that ring.
     let data_at = 128 + 896;
-    map[data_at..data_at + 8].copy_from_slice(&(1u64 << 40).to_ne_bytes());
+    // Keep the header's stamp (the high half: "this is the frame at position 0"), claim a
+    // length far beyond the ring.
+    let word = u64::from_ne_bytes(map[data_at..data_at + 8].try_into().unwrap());
+    assert_eq!(word as u32, 16, "the header of the 16-byte message");
+    let forged = (word & !0xFFFF_FFFF) | 0x7FFF_FFFF;
+    map[data_at..data_at + 8].copy_from_slice(&forged.to_ne_bytes());
     assert_eq!(a.recv().unwrap_err(), RecvError::Corrupted);
     let mut buf = Vec::new();
     assert_eq!(a.recv_into(&mut buf), Err(RecvError::Corrupted));

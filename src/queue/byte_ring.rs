@@ -2,46 +2,64 @@
 //! (one per direction), over memory the caller provides (a segment's payload, or the heap
 //! in tests).
 //!
-//! The positions are those of the SPSC ring ([`Indices`]: monotonic `u64` byte positions,
-//! each side caching the other's), over a data area of `size` bytes, a power of two.
-//! Everything in the data area is 8-byte aligned. A *frame* is an 8-byte header and the
-//! message, padded to a multiple of 8:
+//! Positions are monotonic `u64` byte positions, as in the SPSC ring ([`Indices`]), over a
+//! data area of `size` bytes, a power of two. Everything in the data area is 8-byte
+//! aligned. A *frame* is an 8-byte header word and the message, padded to a multiple of 8.
+//! The header is stamped with the position it belongs to:
 //!
-//! | header | meaning |
+//! | header word (high 32 bits, low 32 bits) | meaning |
 //! |---|---|
-//! | `len` (`<= max_message`) | a message of `len` bytes follows, then padding to 8 |
-//! | [`SKIP`] | nothing more before the end of the data area: continue at offset 0 |
+//! | (`stamp(p)`, `len <= max_message`) | a message of `len` bytes follows |
+//! | (`stamp(p)`, [`SKIP`]) | nothing more before the end of the data area: continue at offset 0 |
+//! | any other stamp | nothing published at `p` yet |
 //!
-//! A message is always contiguous, so the reader can lend it as one `&[u8]`. When a frame
-//! does not fit before the end of the data area, the writer fills the rest with a skip
-//! marker and puts the frame at offset 0; marker and frame are published by the same
-//! store of `tail`. (The alternative, mapping the data area twice back to back, would let
-//! frames run over the end, but needs page-sized rings, two extra mappings per direction,
-//! and cannot be modelled on the heap under loom and Miri; the skip costs at most one
-//! frame's worth of space at the wrap.)
+//! `stamp(p)` is `!(p / 8)` truncated to 32 bits: never 0 in the first 32 GiB, so the
+//! zeroed memory of a new segment holds no valid header.
 //!
-//! Largest message: a frame of up to `size / 2` bytes always fits in an empty ring,
-//! wherever the positions stand (before the wrap, or after skipping to the start), so
-//! `max_message = size / 2 - 8`. Larger ones could wait forever and are refused.
+//! **Publishing.** The reader learns of a frame from its header alone, not from `tail`:
+//! a round trip then moves one cache line per direction (the frame's) instead of two (the
+//! frame's and `tail`'s). The writer writes the message, then a *not-yet marker* (a word
+//! with the wrong stamp) at the position after the frame, then the header with a Release
+//! store, then `tail` (which only a writer that re-attaches reads). The marker keeps stale
+//! bytes from an earlier lap (old messages) from passing for the next header; it is left
+//! out only when the ring is full, and then that word is the header of the oldest frame,
+//! whose stamp is a lap off. The reader releases bytes by storing `head` (Release), which
+//! the writer reads when its cached copy shows too little room.
 //!
-//! Hostile memory: the reader trusts nothing it reads. `tail` must be 8-aligned and at most
-//! `size` ahead of `head`; a header must be [`SKIP`] at a non-zero offset with the rest of
-//! the data area published, or a length up to `max_message` whose frame lies inside the
-//! published bytes and inside the data area. Anything else is [`Corrupted`].
+//! **Contiguity.** When a frame does not fit before the end of the data area, the writer
+//! fills the rest with a skip marker and puts the frame at offset 0, publishing the
+//! frame's header first and the skip marker last. (Mapping the data area twice back to
+//! back would let frames run over the end, but needs page-sized rings, two extra mappings
+//! per direction, and cannot be modelled on the heap under loom and Miri.)
+//!
+//! **Sizes.** A frame of up to `size / 2` bytes always fits an empty ring, wherever the
+//! positions stand, so `max_message = size / 2 - 8`; larger messages are refused.
+//!
+//! **Hostile memory.** A header whose stamp is wrong is "not yet": a peer can always just
+//! not send. A stamped header must be a skip marker at a non-zero offset followed by a
+//! frame at offset 0, or a length up to `max_message` whose frame lies inside the data
+//! area; anything else is [`Corrupted`]. Positions read at attach must be 8-aligned and at
+//! most `size` apart.
+//!
+//! **A writer that died mid-commit** may have published a header without recording
+//! `tail`; a writer that re-attaches steps over such frames (at most a skip and one frame)
+//! before it writes, so a frame the reader may already be reading is never overwritten.
 //!
 //! [`Pipe`]: crate::Pipe
 
 use std::ptr::NonNull;
 
 use super::spsc_ring::{Corrupted, Indices};
-use crate::loom::{Ordering, UnsafeCell};
+use crate::loom::{AtomicU64, Ordering, UnsafeCell};
 
-/// Header of a skip marker.
-pub(crate) const SKIP: u64 = u64::MAX;
+/// The length field of a skip marker.
+pub(crate) const SKIP: u32 = u32::MAX;
 /// Bytes of a frame header.
 pub(crate) const HEADER: usize = 8;
 /// Smallest data area: room for one frame of an 8-byte message on each side of the wrap.
 pub(crate) const MIN_SIZE: u64 = 64;
+/// Largest data area: lengths must fit the header's 32 bits.
+pub(crate) const MAX_SIZE: u64 = 1 << 32;
 
 /// Bytes a frame of `len` takes.
 #[inline]
@@ -49,11 +67,39 @@ pub(crate) fn frame_len(len: usize) -> u64 {
     HEADER as u64 + (len as u64).next_multiple_of(8)
 }
 
+/// The stamp of a header at `position`.
+#[inline]
+fn stamp(position: u64) -> u32 {
+    !((position >> 3) as u32)
+}
+
+/// The header word at `position` for a frame of `len` (or [`SKIP`]).
+#[inline]
+pub(crate) fn header(position: u64, len: u32) -> u64 {
+    (u64::from(stamp(position)) << 32) | u64::from(len)
+}
+
+/// A word at `position` that is no header for it.
+#[inline]
+fn not_yet(position: u64) -> u64 {
+    u64::from(!stamp(position)) << 32
+}
+
+/// The length field of `word` if it is a header for `position`.
+#[inline]
+fn published(word: u64, position: u64) -> Option<u32> {
+    ((word >> 32) as u32 == stamp(position)).then_some(word as u32)
+}
+
 /// Where one byte ring lives.
 #[derive(Clone, Copy)]
 pub(crate) struct ByteRing {
     indices: NonNull<Indices>,
     data: NonNull<UnsafeCell<u8>>,
+    /// Loom cannot make an atomic of byte cells: there the header words live in a table
+    /// of their own, one per 8 bytes of data.
+    #[cfg(loom)]
+    headers: NonNull<AtomicU64>,
     size: u64,
 }
 
@@ -63,17 +109,32 @@ impl ByteRing {
     /// # Safety
     ///
     /// `indices` and `size` bytes at `data` (8-byte aligned) must stay valid for as long as
-    /// any end built on this value is used; `size` must be a power of two and at least
-    /// [`MIN_SIZE`].
+    /// any end built on this value is used; `size` must be a power of two from
+    /// [`MIN_SIZE`] to [`MAX_SIZE`].
+    #[cfg(not(loom))]
     pub(crate) unsafe fn new(
         indices: NonNull<Indices>,
         data: NonNull<UnsafeCell<u8>>,
         size: u64,
     ) -> Self {
-        debug_assert!(size.is_power_of_two() && size >= MIN_SIZE);
-        #[cfg(not(loom))]
+        debug_assert!(size.is_power_of_two() && (MIN_SIZE..=MAX_SIZE).contains(&size));
         debug_assert!(data.as_ptr() as usize % 8 == 0);
         Self { indices, data, size }
+    }
+
+    /// Describes a ring whose header words are in `headers` (`size / 8` of them).
+    ///
+    /// # Safety
+    ///
+    /// As for the non-loom `new`, and `headers` must stay valid as long.
+    #[cfg(loom)]
+    pub(crate) unsafe fn new(
+        indices: NonNull<Indices>,
+        data: NonNull<UnsafeCell<u8>>,
+        headers: NonNull<AtomicU64>,
+        size: u64,
+    ) -> Self {
+        Self { indices, data, headers, size }
     }
 
     fn indices(&self) -> &Indices {
@@ -91,43 +152,29 @@ impl ByteRing {
         (position & (self.size - 1)) as usize
     }
 
+    /// The header word of `position` (8-aligned).
+    fn word(&self, position: u64) -> &AtomicU64 {
+        let offset = self.offset(position);
+        debug_assert!(offset % 8 == 0);
+        #[cfg(not(loom))]
+        {
+            // SAFETY: in bounds (masked) and 8-aligned (data and offset are); the data is
+            // shared memory, where an atomic view of a word is what every side uses for
+            // header words.
+            unsafe { &*self.data.as_ptr().add(offset).cast::<AtomicU64>() }
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: offset / 8 < size / 8 entries (`new`'s contract).
+            unsafe { &*self.headers.as_ptr().add(offset / 8) }
+        }
+    }
+
+    #[cfg(loom)]
     fn byte(&self, offset: usize) -> &UnsafeCell<u8> {
         debug_assert!(offset < self.size as usize);
-        // SAFETY: offset < size (callers mask or check), and the data is valid (`new`).
+        // SAFETY: offset < size (callers check), and the data is valid (`new`).
         unsafe { &*self.data.as_ptr().add(offset) }
-    }
-
-    /// Reads the 8-byte word at `offset` (a multiple of 8 below `size`).
-    fn read_word(&self, offset: usize) -> u64 {
-        #[cfg(not(loom))]
-        {
-            // SAFETY: in bounds and 8-aligned (offset and data both are); volatile because
-            // a peer may write it at any time.
-            self.byte(offset).with(|p| unsafe { p.cast::<u64>().read_volatile() })
-        }
-        #[cfg(loom)]
-        {
-            let mut bytes = [0; 8];
-            for (k, b) in bytes.iter_mut().enumerate() {
-                // SAFETY: in bounds; loom checks the access.
-                *b = self.byte(offset + k).with(|p| unsafe { *p });
-            }
-            u64::from_ne_bytes(bytes)
-        }
-    }
-
-    /// Writes the 8-byte word at `offset` (a multiple of 8 below `size`).
-    fn write_word(&self, offset: usize, value: u64) {
-        #[cfg(not(loom))]
-        {
-            // SAFETY: in bounds and 8-aligned; only the writer writes unpublished bytes.
-            self.byte(offset).with_mut(|p| unsafe { p.cast::<u64>().write_volatile(value) });
-        }
-        #[cfg(loom)]
-        for (k, b) in value.to_ne_bytes().into_iter().enumerate() {
-            // SAFETY: in bounds; loom checks the access.
-            self.byte(offset + k).with_mut(|p| unsafe { *p = b });
-        }
     }
 
     /// `len` bytes at `offset` (checked by the caller to lie inside the data area).
@@ -137,13 +184,43 @@ impl ByteRing {
         // SAFETY: in bounds; UnsafeCell<u8> is repr(transparent) over u8 outside loom.
         unsafe { self.data.as_ptr().cast::<u8>().add(offset) }
     }
+
+    /// The frame published at `position`, if any: `Ok(None)` while its header is not
+    /// there. Follows one skip marker.
+    fn frame_at(&self, position: u64) -> Result<Option<Frame>, Corrupted> {
+        let mut at = position;
+        // Acquire pairs with the writer's Release store of the header: the message and the
+        // marker after it are visible once the header is.
+        let Some(mut len) = published(self.word(at).load(Ordering::Acquire), at) else {
+            return Ok(None);
+        };
+        if len == SKIP {
+            let offset = self.offset(at);
+            if offset == 0 {
+                return Err(Corrupted); // an honest writer never skips a whole lap
+            }
+            at = at.wrapping_add(self.size - offset as u64);
+            let Some(next) = published(self.word(at).load(Ordering::Acquire), at) else {
+                return Ok(None);
+            };
+            len = next;
+        }
+        if len as usize > self.max_message() {
+            return Err(Corrupted); // also a second skip marker
+        }
+        let offset = self.offset(at);
+        let frame = frame_len(len as usize);
+        if offset as u64 + frame > self.size {
+            return Err(Corrupted);
+        }
+        Ok(Some(Frame { start: offset + HEADER, len: len as usize, end: at.wrapping_add(frame) }))
+    }
 }
 
-/// A message reserved by the writer: its header goes at `start`, after `skip` bytes of
+/// A message reserved by the writer: its header goes at `at + skip`, after `skip` bytes of
 /// skip marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Reservation {
-    /// Position of the skip marker, or of the header if `skip` is 0.
     at: u64,
     skip: u64,
     len: usize,
@@ -168,17 +245,25 @@ pub(crate) struct ByteWriter {
 unsafe impl Send for ByteWriter {}
 
 impl ByteWriter {
-    /// Takes up the sending role, continuing from the shared positions.
+    /// Takes up the sending role, continuing from the shared positions, past any frame a
+    /// writer that died mid-commit published without recording it.
     ///
     /// # Safety
     ///
     /// No other `ByteWriter` of this ring may be used while this one is.
     pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
         let i = ring.indices();
-        let tail = i.tail.load(Ordering::Acquire);
+        let mut tail = i.tail.load(Ordering::Acquire);
         let head = i.head.load(Ordering::Acquire);
         check(&ring, head, tail)?;
-        Ok(Self { ring, tail, head_seen: head })
+        if let Some(frame) = ring.frame_at(tail)? {
+            tail = frame.end;
+            check(&ring, head, tail)?;
+            i.tail.store(tail, Ordering::Release);
+        }
+        let mut writer = Self { ring, tail, head_seen: head };
+        writer.mark_next()?;
+        Ok(writer)
     }
 
     /// The ring this end writes.
@@ -198,6 +283,15 @@ impl ByteWriter {
         let used = check(&self.ring, head, self.tail)?;
         self.head_seen = head;
         Ok(self.ring.size - used)
+    }
+
+    /// Writes the not-yet marker at `tail`, unless the ring is full (then that word is the
+    /// oldest frame's header, a lap off).
+    fn mark_next(&mut self) -> Result<(), Corrupted> {
+        if self.free(HEADER as u64)? >= HEADER as u64 {
+            self.ring.word(self.tail).store(not_yet(self.tail), Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Reserves room for a message of exactly `len` bytes (at most
@@ -259,18 +353,24 @@ impl ByteWriter {
         }
     }
 
-    /// Publishes the reserved message (and its skip marker): one Release store.
-    pub(crate) fn commit(&mut self, r: Reservation) {
+    /// Publishes the reserved message (and its skip marker).
+    pub(crate) fn commit(&mut self, r: Reservation) -> Result<(), Corrupted> {
         debug_assert_eq!(r.at, self.tail, "reservations are committed in order, one at a time");
-        if r.skip > 0 {
-            self.ring.write_word(self.ring.offset(r.at), SKIP);
-        }
         let start = r.at.wrapping_add(r.skip);
-        self.ring.write_word(self.ring.offset(start), r.len as u64);
         self.tail = start.wrapping_add(frame_len(r.len));
-        // Release pairs with the Acquire in `ByteReader::refresh`: the frame is written
-        // before the position that announces it.
+        // The marker first, so that a reader who sees our header finds it when it looks
+        // at the next position.
+        self.mark_next()?;
+        // Release pairs with the Acquire in `ByteRing::frame_at`: the message and the
+        // marker are written before the header that announces them; the frame at offset 0
+        // before the skip marker that leads to it.
+        self.ring.word(start).store(header(start, r.len as u32), Ordering::Release);
+        if r.skip > 0 {
+            self.ring.word(r.at).store(header(r.at, SKIP), Ordering::Release);
+        }
+        // For a writer that re-attaches after us.
         self.ring.indices().tail.store(self.tail, Ordering::Release);
+        Ok(())
     }
 
     /// Whether a message of `len` bytes fits now (refreshing the reader's position).
@@ -300,7 +400,6 @@ impl Frame {
 pub(crate) struct ByteReader {
     ring: ByteRing,
     head: u64,
-    tail_seen: u64,
 }
 
 // SAFETY: as for `ByteWriter`.
@@ -317,66 +416,25 @@ impl ByteReader {
         let head = i.head.load(Ordering::Acquire);
         let tail = i.tail.load(Ordering::Acquire);
         check(&ring, head, tail)?;
-        Ok(Self { ring, head, tail_seen: tail })
-    }
-
-    /// Published bytes not yet released, refreshing the writer's position if the cache
-    /// shows none.
-    fn refresh(&mut self) -> Result<u64, Corrupted> {
-        let cached = self.tail_seen.wrapping_sub(self.head);
-        if cached > 0 {
-            return Ok(cached);
-        }
-        // Acquire pairs with the Release in `ByteWriter::commit`.
-        let tail = self.ring.indices().tail.load(Ordering::Acquire);
-        let ready = check(&self.ring, self.head, tail)?;
-        self.tail_seen = tail;
-        Ok(ready)
+        Ok(Self { ring, head })
     }
 
     /// Whether a message (or garbage to report) is waiting.
     pub(crate) fn ready(&mut self) -> bool {
-        self.refresh().map_or(true, |n| n > 0)
+        self.peek().map_or(true, |f| f.is_some())
     }
 
     /// The oldest message, if any, stepping over a skip marker.
     pub(crate) fn peek(&mut self) -> Result<Option<Frame>, Corrupted> {
-        let mut used = self.refresh()?;
-        if used == 0 {
-            return Ok(None);
-        }
-        let mut at = self.head;
-        let mut offset = self.ring.offset(at);
-        let mut header = self.ring.read_word(offset);
-        if header == SKIP {
-            // An honest writer skips only from a non-zero offset, publishing the rest of the
-            // data area and the frame after it together.
-            let skip = self.ring.size - offset as u64;
-            if offset == 0 || skip + HEADER as u64 > used {
-                return Err(Corrupted);
-            }
-            at = at.wrapping_add(skip);
-            used -= skip;
-            offset = 0;
-            header = self.ring.read_word(0);
-        }
-        if header > self.ring.max_message() as u64 {
-            return Err(Corrupted);
-        }
-        let len = header as usize;
-        let frame = frame_len(len);
-        if frame > used || offset as u64 + frame > self.ring.size {
-            return Err(Corrupted);
-        }
-        Ok(Some(Frame { start: offset + HEADER, len, end: at.wrapping_add(frame) }))
+        self.ring.frame_at(self.head)
     }
 
     /// The message's bytes, in place.
     #[cfg(not(loom))]
     pub(crate) fn payload(&self, f: &Frame) -> &[u8] {
-        // SAFETY: `peek` checked the frame lies inside the data area, in published bytes
-        // the writer leaves alone until we release them (if it is honest: see the trust
-        // model in docs/design.md).
+        // SAFETY: `frame_at` checked the frame lies inside the data area, in published
+        // bytes the writer leaves alone until we release them (if it is honest: see the
+        // trust model in docs/design.md).
         unsafe { std::slice::from_raw_parts(self.ring.bytes(f.start, f.len), f.len) }
     }
 
@@ -401,8 +459,8 @@ impl ByteReader {
     }
 }
 
-/// Checks `tail - head` against the size, and that both positions are 8-aligned (the
-/// writer's is read from shared memory).
+/// Checks `tail - head` against the size, and that both positions are 8-aligned (they
+/// are read from shared memory).
 fn check(ring: &ByteRing, head: u64, tail: u64) -> Result<u64, Corrupted> {
     let used = tail.wrapping_sub(head);
     if used <= ring.size && (head | tail) % 8 == 0 { Ok(used) } else { Err(Corrupted) }
@@ -452,7 +510,7 @@ mod tests {
         match w.reserve(msg.len()).unwrap() {
             Some(r) => {
                 w.write(&r, msg);
-                w.commit(r);
+                w.commit(r).unwrap();
                 true
             }
             None => false,
@@ -524,8 +582,8 @@ mod tests {
         let (mut w, mut r) = heap.ends();
         to_offset_112(&mut w, &mut r);
         assert!(send(&mut w, &[2; 20])); // a 32-byte frame: skip 16, then offset 0
-        assert_eq!(heap.data[112 / 8].load(Ordering::Relaxed), SKIP);
-        assert_eq!(heap.data[0].load(Ordering::Relaxed), 20);
+        assert_eq!(heap.data[112 / 8].load(Ordering::Relaxed), header(112, SKIP));
+        assert_eq!(heap.data[0].load(Ordering::Relaxed), header(128, 20));
         assert_eq!(recv(&mut r).unwrap().unwrap(), [2; 20]);
         assert_eq!(recv(&mut r), Ok(None));
     }
@@ -537,11 +595,11 @@ mod tests {
         let first = w.reserve_up_to(1000).unwrap().unwrap();
         assert_eq!(first.len(), 24, "capped at max_message");
         w.write(&first, &[7; 24]);
-        w.commit(first);
+        w.commit(first).unwrap();
         let second = w.reserve_up_to(1000).unwrap().unwrap();
         assert_eq!(second.len(), 24, "the rest of the ring");
         w.write(&second, &[8; 24]);
-        w.commit(second);
+        w.commit(second).unwrap();
         assert_eq!(w.reserve_up_to(5).unwrap(), None, "full");
         assert_eq!(recv(&mut r).unwrap().unwrap(), [7; 24]);
         let third = w.reserve_up_to(3).unwrap().unwrap();
@@ -549,33 +607,92 @@ mod tests {
     }
 
     #[test]
-    fn hostile_headers_and_positions_are_corrupted_never_trusted() {
+    fn hostile_headers_are_corrupted_never_trusted() {
         type Damage = fn(&HeapRing);
-        let cases: [(&str, Damage); 6] = [
-            ("length over max_message", |h| h.poke(0, 57)),
-            ("frame beyond the published bytes", |h| h.poke(0, 40)),
-            ("skip marker at offset 0", |h| h.poke(0, SKIP)),
-            ("huge length", |h| h.poke(0, u64::MAX - 1)),
-            ("tail beyond the size", |h| h.indices.tail.store(1 << 40, Ordering::Relaxed)),
-            ("unaligned tail", |h| h.indices.tail.store(12, Ordering::Relaxed)),
+        let cases: [(&str, Damage); 3] = [
+            ("length over max_message", |h| h.poke(0, header(0, 57))),
+            ("huge length", |h| h.poke(0, header(0, SKIP - 1))),
+            ("skip marker at offset 0", |h| h.poke(0, header(0, SKIP))),
         ];
         for (what, damage) in cases {
             let heap = HeapRing::new(128);
             let (mut w, mut r) = heap.ends();
-            assert!(send(&mut w, &[5; 16])); // 24 bytes published
+            assert!(send(&mut w, &[5; 16]));
             damage(&heap);
             assert_eq!(r.peek(), Err(Corrupted), "{what}");
         }
-    }
-
-    #[test]
-    fn a_skip_marker_must_cover_published_bytes() {
+        // A frame that would run over the end: at offset 112, 40 bytes.
         let heap = HeapRing::new(128);
         let (mut w, mut r) = heap.ends();
         to_offset_112(&mut w, &mut r);
-        assert!(send(&mut w, &[])); // 8 bytes at 112
-        heap.poke(112, SKIP); // claims the 16 bytes up to the end: only 8 are published
+        heap.poke(112, header(112, 40));
         assert_eq!(r.peek(), Err(Corrupted));
+        // A skip marker whose frame at offset 0 is itself a skip marker.
+        heap.poke(112, header(112, SKIP));
+        heap.poke(0, header(128, SKIP));
+        assert_eq!(r.peek(), Err(Corrupted));
+    }
+
+    #[test]
+    fn a_header_with_the_wrong_stamp_is_not_there_yet() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        assert!(send(&mut w, &[5; 16]));
+        heap.poke(0, header(128, 16)); // right length, a lap off
+        assert_eq!(r.peek(), Ok(None));
+        heap.poke(0, 0); // zeroed memory
+        assert_eq!(r.peek(), Ok(None));
+    }
+
+    #[test]
+    fn stale_bytes_of_an_earlier_lap_never_pass_for_a_header() {
+        // The word where the next header goes always holds the not-yet marker: old
+        // message bytes that happen to look like the right header cannot be read early.
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        // Lap 1: a 48-byte message at position 0 whose bytes 8..16 (offset 16) say "a
+        // 16-byte message at position 144", which is offset 16 of lap 2.
+        let mut first = [0u8; 48];
+        first[8..16].copy_from_slice(&header(144, 16).to_ne_bytes());
+        for msg in [&first[..], &[1; 48], &[], &[]] {
+            assert!(send(&mut w, msg)); // frames of 56, 56, 8 and 8 bytes: to position 128
+            assert_eq!(recv(&mut r).unwrap().unwrap(), msg);
+        }
+        // Lap 2: an 8-byte message at 128; the word after it (position 144) must be the
+        // marker, not the old bytes.
+        assert!(send(&mut w, &[2; 8]));
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [2; 8]);
+        assert_eq!(r.peek(), Ok(None));
+    }
+
+    #[test]
+    fn a_writer_that_re_attaches_steps_over_a_frame_it_never_recorded() {
+        let heap = HeapRing::new(128);
+        let (mut w, mut r) = heap.ends();
+        assert!(send(&mut w, &[3; 16]));
+        // As if the writer died between publishing the header and recording `tail`.
+        heap.indices.tail.store(0, Ordering::Relaxed);
+        let _ = w; // the old writer is gone
+        // SAFETY: the only writer now.
+        let mut w = unsafe { ByteWriter::attach(heap.ring()) }.unwrap();
+        assert_eq!(heap.indices.tail.load(Ordering::Relaxed), 24);
+        assert!(send(&mut w, &[4; 8]));
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [3; 16]);
+        assert_eq!(recv(&mut r).unwrap().unwrap(), [4; 8]);
+    }
+
+    #[test]
+    fn positions_that_disagree_are_refused_at_attach() {
+        for (head, tail) in [(0, 1 << 40), (0, 12), (64, 0)] {
+            let heap = HeapRing::new(128);
+            heap.indices.head.store(head, Ordering::Relaxed);
+            heap.indices.tail.store(tail, Ordering::Relaxed);
+            // SAFETY: the only ends.
+            unsafe {
+                assert!(ByteWriter::attach(heap.ring()).is_err(), "{head} {tail}");
+                assert!(ByteReader::attach(heap.ring()).is_err(), "{head} {tail}");
+            }
+        }
     }
 }
 
@@ -600,13 +717,15 @@ mod loom_tests {
             indices.head.store(96, Ordering::Relaxed);
             indices.tail.store(96, Ordering::Relaxed);
             let data: Arc<[UnsafeCell<u8>]> = (0..128).map(|_| UnsafeCell::new(0)).collect();
+            let headers: Arc<[AtomicU64]> = (0..16).map(|_| AtomicU64::new(0)).collect();
             let bell = Arc::new(Doorbell::default());
-            // SAFETY: the Arcs outlive both ends; loom builds access the cells one byte at a
-            // time, so their alignment does not matter; size 128.
+            // SAFETY: the Arcs outlive both ends; loom builds access the data one byte at a
+            // time and the header words in their own table of size / 8; size 128.
             let ring = || unsafe {
                 ByteRing::new(
                     NonNull::from(&*indices),
                     NonNull::new(data.as_ptr().cast_mut()).unwrap(),
+                    NonNull::new(headers.as_ptr().cast_mut()).unwrap(),
                     128,
                 )
             };
@@ -616,12 +735,17 @@ mod loom_tests {
             };
             let messages: [&[u8]; 2] = [&[1; 16], &[2; 20]];
             let writer = {
-                let keep = (Arc::clone(&indices), Arc::clone(&data), Arc::clone(&bell));
+                let keep = (
+                    Arc::clone(&indices),
+                    Arc::clone(&data),
+                    Arc::clone(&bell),
+                    Arc::clone(&headers),
+                );
                 crate::loom::thread::spawn(move || {
                     for m in messages {
                         let res = w.reserve(m.len()).unwrap().expect("room for both");
                         w.write(&res, m);
-                        w.commit(res);
+                        w.commit(res).unwrap();
                         keep.2.ring(|| fence(Ordering::SeqCst));
                     }
                 })
