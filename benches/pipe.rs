@@ -4,7 +4,9 @@
 //!   every wait a sleep: shmsync with spinning off (`Connection::set_spin(false)`) vs an
 //!   OS pipe pair and a Unix socketpair.
 //! - `pipe_rtt_spinning`: the same round trip with shmsync's default spin-then-sleep, next
-//!   to the blocking pipe pair and a pipe pair read by busy polling (`O_NONBLOCK`).
+//!   to the blocking pipe pair, a pipe pair read by busy polling (`O_NONBLOCK`), and the
+//!   hardware's floor: two processes bouncing a counter through two cache lines
+//!   (`cache_line_ping_pong`, no queue at all).
 //! - `pipe_bulk_64k`: a peer sends 64 KiB messages, this process copies each out: shmsync
 //!   (`send` copies in, `recv_into` copies out) vs an OS pipe of the default size and of
 //!   1 MiB (`F_SETPIPE_SZ`) and a Unix socketpair, read 64 KiB at a time; and one thread
@@ -23,9 +25,21 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use common::{Peer, Role, Side, env, name, run_role_if_child};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use shmsync::Pipe;
+use shmsync::{Pipe, Shared, ShmSafe};
+
+/// Two counters on lines of their own, for the cache-line ping-pong.
+#[repr(C, align(128))]
+struct PingPong {
+    ping: AtomicU64,
+    _pad: [u64; 15],
+    pong: AtomicU64,
+}
+// SAFETY: repr(C), atomics and integers only.
+unsafe impl ShmSafe for PingPong {}
 
 const BULK: usize = 64 * 1024;
 
@@ -113,6 +127,21 @@ fn os_echo() -> Side {
         for _ in 0..iters {
             read_exact(fd_in, &mut word);
             write_all(fd_out, &word);
+        }
+    })
+}
+
+/// Answers each `ping` with the same `pong` in the segment `PINGPONG`.
+fn ping_pong_peer() -> Side {
+    let pp = Shared::<PingPong>::open(&env("PINGPONG")).unwrap();
+    Box::new(move |iters, ready| {
+        let base = pp.pong.load(Ordering::Relaxed);
+        ready();
+        for i in base + 1..=base + iters {
+            while pp.ping.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            pp.pong.store(i, Ordering::Release);
         }
     })
 }
@@ -255,6 +284,27 @@ fn round_trip_spinning(c: &mut Criterion) {
             (to_peer_r.as_raw_fd(), from_peer_w.as_raw_fd()),
         );
     }
+    {
+        let seg = name("pingpong");
+        let pp = Shared::<PingPong>::create(&seg, |_| {}).unwrap();
+        let mut peer = Peer::start("ping-pong", &[("PINGPONG", seg.clone())]);
+        group.bench_function("cache_line_ping_pong", |b| {
+            b.iter_custom(|iters| {
+                let base = pp.pong.load(Ordering::Relaxed);
+                peer.batch(iters, |n| {
+                    for i in base + 1..=base + n {
+                        pp.ping.store(i, Ordering::Release);
+                        while pp.pong.load(Ordering::Acquire) != i {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+        });
+        drop(peer);
+        drop(pp);
+        Shared::<PingPong>::unlink(&seg).unwrap();
+    }
     group.finish();
 }
 
@@ -369,6 +419,7 @@ const ROLES: &[(&str, Role)] = &[
     ("shm-bulk", shm_bulk_sender),
     ("os-bulk", os_bulk_sender),
     ("shm-zero-copy", shm_zero_copy_sender),
+    ("ping-pong", ping_pong_peer),
 ];
 
 fn main() {
