@@ -25,6 +25,29 @@ use crate::loom::AtomicU32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Deadline(Option<Timespec>);
 
+/// How long a blocking call may wait, turned into a [`Deadline`] only once it has to: a
+/// call that finds its work done at once reads no clock (a clock read costs about as much
+/// as a whole queue operation).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(loom, allow(dead_code))] // the queues and pipes, which loom builds leave out
+pub(crate) enum Wait {
+    Forever,
+    For(Duration),
+    Until(Instant),
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl Wait {
+    /// The deadline, counted from now.
+    pub(crate) fn deadline(self) -> Deadline {
+        match self {
+            Self::Forever => Deadline::never(),
+            Self::For(timeout) => Deadline::after(timeout),
+            Self::Until(instant) => Deadline::at(instant),
+        }
+    }
+}
+
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 fn monotonic_now() -> Timespec {

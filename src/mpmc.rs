@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{OpenError, PopError, PushError};
-use crate::futex::{self, Deadline};
+use crate::futex::{self, Deadline, Wait};
 use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::pad::CachePadded;
@@ -393,7 +393,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
         // The streaming case inline; waiting out of line.
         match self.try_push(value) {
-            Err(PushError::Full(value)) => self.push_until(value, &Deadline::never()),
+            Err(PushError::Full(value)) => self.push_until(value, Wait::Forever),
             done => done,
         }
     }
@@ -404,7 +404,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// `Timeout(value)`, and those of [`push`](Self::push).
     pub fn push_timeout(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::after(timeout))
+        self.push_until(value, Wait::For(timeout))
     }
 
     /// Appends `value`, waiting at most until `deadline` for room.
@@ -413,18 +413,20 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// As [`push_timeout`](Self::push_timeout).
     pub fn push_deadline(&self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::at(deadline))
+        self.push_until(value, Wait::Until(deadline))
     }
 
     #[inline(never)]
-    fn push_until(&self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
+    fn push_until(&self, mut value: T, wait: Wait) -> Result<(), PushError<T>> {
         let ring = self.inner.ring;
         let mut room = || ring.next_is_free();
+        let mut deadline = None;
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
                 done => return done,
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(PushError::Timeout(value));
             }
@@ -471,7 +473,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     pub fn pop(&self) -> Result<T, PopError> {
         // The streaming case inline; waiting out of line.
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(&Deadline::never()),
+            Err(PopError::Empty) => self.pop_until(Wait::Forever),
             done => done,
         }
     }
@@ -482,7 +484,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// `Timeout`, and those of [`pop`](Self::pop).
     pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(&Deadline::after(timeout))
+        self.pop_until(Wait::For(timeout))
     }
 
     /// Takes the oldest value, waiting at most until `deadline`.
@@ -491,18 +493,20 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&self, deadline: Instant) -> Result<T, PopError> {
-        self.pop_until(&Deadline::at(deadline))
+        self.pop_until(Wait::Until(deadline))
     }
 
     #[inline(never)]
-    fn pop_until(&self, deadline: &Deadline) -> Result<T, PopError> {
+    fn pop_until(&self, wait: Wait) -> Result<T, PopError> {
         let ring = self.inner.ring;
         let mut ready = || ring.next_is_published();
+        let mut deadline = None;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(PopError::Timeout);
             }

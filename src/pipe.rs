@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::Side;
 use crate::error::{OpenError, RecvError, SendError};
-use crate::futex::Deadline;
+use crate::futex::{Deadline, Wait};
 use crate::keeper::RoleClaim;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use crate::pad::CachePadded;
@@ -405,7 +405,7 @@ impl Connection {
     /// `TooLarge` at once if `msg` is longer than [`max_message`](Self::max_message);
     /// `Disconnected` once the peer had attached and is gone; `ReceiveOnly`; `Corrupted`.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.send_until(msg.len(), &Deadline::never(), |buf| buf.copy_from_slice(msg))
+        self.send_until(msg.len(), Wait::Forever, |buf| buf.copy_from_slice(msg))
     }
 
     /// Sends `msg`, waiting at most `timeout` for room.
@@ -414,7 +414,7 @@ impl Connection {
     ///
     /// `Timeout`, and those of [`send`](Self::send).
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.send_until(msg.len(), &Deadline::after(timeout), |buf| buf.copy_from_slice(msg))
+        self.send_until(msg.len(), Wait::For(timeout), |buf| buf.copy_from_slice(msg))
     }
 
     /// Sends a message of `len` bytes written in place by `fill` (zero-copy), blocking
@@ -429,7 +429,7 @@ impl Connection {
         len: usize,
         fill: F,
     ) -> Result<(), SendError> {
-        self.send_until(len, &Deadline::never(), fill)
+        self.send_until(len, Wait::Forever, fill)
     }
 
     /// [`send_with`](Self::send_with), waiting at most `timeout` for room.
@@ -443,16 +443,16 @@ impl Connection {
         timeout: Duration,
         fill: F,
     ) -> Result<(), SendError> {
-        self.send_until(len, &Deadline::after(timeout), fill)
+        self.send_until(len, Wait::For(timeout), fill)
     }
 
     fn send_until(
         &mut self,
         len: usize,
-        deadline: &Deadline,
+        wait: Wait,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), SendError> {
-        let reservation = self.reserve(len, deadline)?;
+        let reservation = self.reserve(len, wait)?;
         let (_, peer) = self.sides();
         let Some(writer) = self.writer.as_mut() else { unreachable!("reserve checked") };
         fill(writer.payload(&reservation));
@@ -462,13 +462,14 @@ impl Connection {
     }
 
     /// Waits until a message of `len` bytes fits and reserves its room.
-    fn reserve(&mut self, len: usize, deadline: &Deadline) -> Result<Reservation, SendError> {
+    fn reserve(&mut self, len: usize, wait: Wait) -> Result<Reservation, SendError> {
         let (me, peer) = self.sides();
         let spin = self.spin;
         let Some(writer) = self.writer.as_mut() else { return Err(SendError::ReceiveOnly) };
         if len > writer.ring().max_message() {
             return Err(SendError::TooLarge);
         }
+        let mut deadline = None;
         loop {
             if peer.gone() {
                 return Err(SendError::Disconnected);
@@ -478,6 +479,7 @@ impl Connection {
                 Ok(None) => {}
                 Err(_) => return Err(SendError::Corrupted),
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(SendError::Timeout);
             }
@@ -497,7 +499,7 @@ impl Connection {
     /// was received (a blocked call notices within about a millisecond of the peer's
     /// death); `SendOnly`; `Corrupted`.
     pub fn recv(&mut self) -> Result<Message<'_>, RecvError> {
-        let frame = self.wait_frame(&Deadline::never(), true)?;
+        let frame = self.wait_frame(Wait::Forever, true)?;
         Ok(self.lend(frame))
     }
 
@@ -507,7 +509,7 @@ impl Connection {
     ///
     /// `Empty`, and those of [`recv`](Self::recv).
     pub fn try_recv(&mut self) -> Result<Message<'_>, RecvError> {
-        let frame = self.wait_frame(&Deadline::never(), false)?;
+        let frame = self.wait_frame(Wait::Forever, false)?;
         Ok(self.lend(frame))
     }
 
@@ -517,7 +519,7 @@ impl Connection {
     ///
     /// `Timeout`, and those of [`recv`](Self::recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>, RecvError> {
-        let frame = self.wait_frame(&Deadline::after(timeout), true)?;
+        let frame = self.wait_frame(Wait::For(timeout), true)?;
         Ok(self.lend(frame))
     }
 
@@ -527,7 +529,7 @@ impl Connection {
     ///
     /// As [`recv_timeout`](Self::recv_timeout).
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Message<'_>, RecvError> {
-        let frame = self.wait_frame(&Deadline::at(deadline), true)?;
+        let frame = self.wait_frame(Wait::Until(deadline), true)?;
         Ok(self.lend(frame))
     }
 
@@ -549,17 +551,18 @@ impl Connection {
     /// waiting, or the peer is gone, or the pipe is corrupted. `false` after the timeout,
     /// and at once on the sending end of a one-way pipe.
     pub fn poll(&mut self, timeout: Duration) -> bool {
-        match self.wait_frame(&Deadline::after(timeout), true) {
+        match self.wait_frame(Wait::For(timeout), true) {
             Ok(_) | Err(RecvError::Disconnected | RecvError::Corrupted) => true,
             Err(_) => false,
         }
     }
 
     /// Waits for the oldest message (if `block`) and returns its frame, unreleased.
-    fn wait_frame(&mut self, deadline: &Deadline, block: bool) -> Result<Frame, RecvError> {
+    fn wait_frame(&mut self, wait: Wait, block: bool) -> Result<Frame, RecvError> {
         let (me, peer) = self.sides();
         let spin = self.spin;
         let Some(reader) = self.reader.as_mut() else { return Err(RecvError::SendOnly) };
+        let mut deadline = None;
         loop {
             match reader.peek() {
                 Ok(Some(frame)) => return Ok(frame),
@@ -577,6 +580,7 @@ impl Connection {
             if !block {
                 return Err(RecvError::Empty);
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(RecvError::Timeout);
             }
@@ -673,7 +677,7 @@ impl io::Read for Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            let frame = match self.wait_frame(&Deadline::never(), done == 0) {
+            let frame = match self.wait_frame(Wait::Forever, done == 0) {
                 Ok(frame) => frame,
                 Err(_) if done > 0 => break, // report it on the next call
                 Err(RecvError::Disconnected) => return Ok(0),

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crate::ShmSafe;
 use crate::endpoint::Side;
 use crate::error::{ChunkError, OpenError, PopError, PushError};
-use crate::futex::Deadline;
+use crate::futex::Wait;
 use crate::keeper::RoleClaim;
 use crate::loom::UnsafeCell;
 use crate::pad::CachePadded;
@@ -285,7 +285,7 @@ impl<T: bytemuck::Pod> Producer<T> {
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         // The streaming case inline; waiting out of line.
         match self.try_push(value) {
-            Err(PushError::Full(value)) => self.push_until(value, &Deadline::never()),
+            Err(PushError::Full(value)) => self.push_until(value, Wait::Forever),
             done => done,
         }
     }
@@ -296,7 +296,7 @@ impl<T: bytemuck::Pod> Producer<T> {
     ///
     /// `Timeout(value)`, and those of [`push`](Self::push).
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::after(timeout))
+        self.push_until(value, Wait::For(timeout))
     }
 
     /// Appends `value`, waiting at most until `deadline` for room.
@@ -305,16 +305,18 @@ impl<T: bytemuck::Pod> Producer<T> {
     ///
     /// As [`push_timeout`](Self::push_timeout).
     pub fn push_deadline(&mut self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
-        self.push_until(value, &Deadline::at(deadline))
+        self.push_until(value, Wait::Until(deadline))
     }
 
     #[inline(never)]
-    fn push_until(&mut self, mut value: T, deadline: &Deadline) -> Result<(), PushError<T>> {
+    fn push_until(&mut self, mut value: T, wait: Wait) -> Result<(), PushError<T>> {
+        let mut deadline = None;
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
                 done => return done,
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(PushError::Timeout(value));
             }
@@ -482,7 +484,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
     pub fn pop(&mut self) -> Result<T, PopError> {
         // The streaming case inline; waiting out of line.
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(&Deadline::never()),
+            Err(PopError::Empty) => self.pop_until(Wait::Forever),
             done => done,
         }
     }
@@ -493,7 +495,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
     ///
     /// `Timeout`, and those of [`pop`](Self::pop).
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(&Deadline::after(timeout))
+        self.pop_until(Wait::For(timeout))
     }
 
     /// Takes the oldest value, waiting at most until `deadline`.
@@ -502,16 +504,18 @@ impl<T: bytemuck::Pod> Consumer<T> {
     ///
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_deadline(&mut self, deadline: Instant) -> Result<T, PopError> {
-        self.pop_until(&Deadline::at(deadline))
+        self.pop_until(Wait::Until(deadline))
     }
 
     #[inline(never)]
-    fn pop_until(&mut self, deadline: &Deadline) -> Result<T, PopError> {
+    fn pop_until(&mut self, wait: Wait) -> Result<T, PopError> {
+        let mut deadline = None;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
+            let deadline = deadline.get_or_insert_with(|| wait.deadline());
             if deadline.has_passed() {
                 return Err(PopError::Timeout);
             }
