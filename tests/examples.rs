@@ -65,3 +65,49 @@ fn uncontended_operations_make_no_futex_call() {
     assert_eq!(calls("get_robust_list"), 1, "strace saw nothing?\n{table}");
     assert_eq!(calls("futex"), 0, "200,000 uncontended rounds made futex calls:\n{table}");
 }
+
+#[test]
+fn the_showdown_prints_every_scenario_and_writes_json() {
+    let json = std::env::temp_dir().join(format!("showdown-test-{}.json", std::process::id()));
+    let mut child = Command::new(example("showdown"))
+        .args(["--rounds", "1", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("showdown-{}-", child.id());
+    let end = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the showdown still running after two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the showdown failed: {}", out.status);
+    let table = String::from_utf8(out.stdout).unwrap();
+    for scenario in [
+        "SPSC queue, u64 values",
+        "round trip, 8 bytes, sleeping",
+        "round trip, 8 bytes, spinning",
+        "bulk, 64 KiB messages",
+        "lock, two processes contending",
+        "semaphore ping-pong",
+    ] {
+        assert!(table.contains(scenario), "{scenario} missing from:\n{table}");
+    }
+    assert!(table.contains("pipe pair") && table.contains("eventfd pair"), "{table}");
+    let written = std::fs::read_to_string(&json).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert!(written.trim_start().starts_with('{') && written.trim_end().ends_with('}'));
+    // Six scenarios: shmsync's median and those of 13 other mechanisms.
+    assert_eq!(written.matches("\"median_ns\"").count(), 6 + 13, "{written}");
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
+}
