@@ -41,33 +41,11 @@ struct PingPong {
 // SAFETY: repr(C), atomics and integers only.
 unsafe impl ShmSafe for PingPong {}
 
+#[path = "../examples/support/fd.rs"]
+mod fd;
+use fd::{read_exact, write_all};
+
 const BULK: usize = 64 * 1024;
-
-/// Writes all of `buf` to `fd`.
-fn write_all(fd: RawFd, buf: &[u8]) {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: writes from a live buffer.
-        let n = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-        assert!(n > 0, "write failed");
-        done += n as usize;
-    }
-}
-
-/// Reads exactly `buf.len()` bytes from `fd`.
-fn read_exact(fd: RawFd, buf: &mut [u8]) {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: reads into a live buffer.
-        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-            std::hint::spin_loop(); // a busy-polled descriptor
-            continue;
-        }
-        assert!(n > 0, "read failed");
-        done += n as usize;
-    }
-}
 
 /// A pipe whose descriptors a child inherits (no CLOEXEC): (read end, write end).
 fn inheritable_pipe() -> (OwnedFd, OwnedFd) {

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 use shmsync::raw::{RawLock, RawSemaphore};
 use shmsync::{Pipe, Shared, ShmSafe, spsc};
 
+#[path = "support/fd.rs"]
+mod fd;
+use fd::{read_exact, write_all};
+
 const ROLE_ENV: &str = "SHOWDOWN_ROLE";
 /// The bound on any one wait: a broken peer fails the run instead of hanging it.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -286,30 +290,6 @@ fn finish(mut child: Child) -> i32 {
 fn sample(elapsed: Duration, ops: u64, child: Child) -> Sample {
     let mine = cpu();
     Sample { ns: elapsed.as_nanos() as f64 / ops as f64, cpus: (mine, finish(child)) }
-}
-
-fn write_all(fd: RawFd, buf: &[u8]) {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: writes from a live buffer.
-        let n = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-        assert!(n > 0, "write failed: {}", std::io::Error::last_os_error());
-        done += n as usize;
-    }
-}
-
-fn read_exact(fd: RawFd, buf: &mut [u8]) {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: reads into a live buffer.
-        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-            std::hint::spin_loop(); // a busy-polled descriptor
-            continue;
-        }
-        assert!(n > 0, "read failed or the peer left: {}", std::io::Error::last_os_error());
-        done += n as usize;
-    }
 }
 
 /// Two descriptors a peer inherits (no CLOEXEC).

@@ -2,7 +2,7 @@
 #![cfg(not(miri))]
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// `cargo test` builds the examples next to the test binaries' directory.
@@ -14,9 +14,8 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-fn run_bounded(name: &str, limit: Duration) -> String {
-    let mut child =
-        Command::new(example(name)).stdout(std::process::Stdio::piped()).spawn().unwrap();
+/// Waits for `child` at most `limit`, then returns its output; kills it and fails if not.
+fn wait_bounded(mut child: std::process::Child, name: &str, limit: Duration) -> Output {
     let end = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > end {
@@ -27,7 +26,12 @@ fn run_bounded(name: &str, limit: Duration) -> String {
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "example {name} failed: {}", out.status);
-    String::from_utf8(out.stdout).unwrap()
+    out
+}
+
+fn run_bounded(name: &str, limit: Duration) -> String {
+    let child = Command::new(example(name)).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    String::from_utf8(wait_bounded(child, name, limit).stdout).unwrap()
 }
 
 #[test]
@@ -69,7 +73,7 @@ fn uncontended_operations_make_no_futex_call() {
 #[test]
 fn the_showdown_prints_every_scenario_and_writes_json() {
     let json = std::env::temp_dir().join(format!("showdown-test-{}.json", std::process::id()));
-    let mut child = Command::new(example("showdown"))
+    let child = Command::new(example("showdown"))
         .args(["--rounds", "1", "--json"])
         .arg(&json)
         .stdout(std::process::Stdio::piped())
@@ -77,16 +81,7 @@ fn the_showdown_prints_every_scenario_and_writes_json() {
         .spawn()
         .unwrap();
     let prefix = format!("showdown-{}-", child.id());
-    let end = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("the showdown still running after two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the showdown failed: {}", out.status);
+    let out = wait_bounded(child, "showdown", Duration::from_secs(120));
     let table = String::from_utf8(out.stdout).unwrap();
     for scenario in [
         "SPSC queue, u64 values",
