@@ -106,3 +106,74 @@ fn the_showdown_prints_every_scenario_and_writes_json() {
         .collect();
     assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
 }
+
+/// Runs the example `name` to completion (bounded) and returns its output, checking that
+/// it left no object of its own in /dev/shm (they are named `example-<tag>-<pid>`).
+fn run_and_check_clean(name: &str) -> String {
+    let child = Command::new(example(name)).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let suffix = format!("-{}", child.id());
+    let out = String::from_utf8(wait_bounded(child, name, Duration::from_secs(60)).stdout).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("example-") && n.ends_with(&suffix))
+        .collect();
+    assert!(leftovers.is_empty(), "{name} left {leftovers:?} in /dev/shm");
+    out
+}
+
+#[test]
+fn process_ids_reports_two_children_of_this_parent() {
+    let out = run_and_check_clean("process_ids");
+    let main_pid = out.lines().next().unwrap().rsplit(' ').next().unwrap().to_string();
+    let children: Vec<_> = out.lines().filter(|l| l.starts_with("function ")).collect();
+    assert_eq!(children.len(), 2, "{out}");
+    assert!(children.iter().all(|l| l.ends_with(&format!("parent process id {main_pid}"))));
+}
+
+#[test]
+fn worker_pool_squares_every_number() {
+    let out = run_and_check_clean("worker_pool");
+    assert!(out.contains("squares of 0..1000: [0, 1, 4, 9, 16] ... [996004, 998001]"), "{out}");
+    let squared: u32 = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("worker ")?.split(' ').nth(2)?.parse::<u32>().ok())
+        .sum();
+    assert_eq!(squared, 1000, "the workers' counts add up: {out}");
+}
+
+#[test]
+fn queue_writer_reader_gets_ten_readings_then_disconnected() {
+    let out = run_and_check_clean("queue_writer_reader");
+    assert_eq!(out.lines().filter(|l| l.starts_with("got reading")).count(), 10, "{out}");
+    assert!(out.contains("Disconnected after 10 readings"), "{out}");
+}
+
+#[test]
+fn shared_state_loses_no_update() {
+    let out = run_and_check_clean("shared_state");
+    assert!(out.contains("counter: 4000"), "{out}");
+    assert!(out.contains("array: [100, 200, 300, 400]"), "{out}");
+}
+
+#[test]
+fn sync_primitives_run_their_four_scenarios() {
+    let out = run_and_check_clean("sync_primitives");
+    assert_eq!(out.lines().filter(|l| l.contains("under the lock")).count(), 9, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("the event is set")).count(), 3, "{out}");
+    assert!(out.contains("took 3 items once there were 3"), "{out}");
+    assert!(out.contains("at most 2 children") || out.contains("at most 1 children"), "{out}");
+    // The lock kept each child's three lines together.
+    let locked: Vec<&str> = out.lines().filter(|l| l.contains("under the lock")).collect();
+    for three in locked.chunks(3) {
+        let who = three[0].split(':').next().unwrap();
+        assert!(three.iter().all(|l| l.starts_with(who)), "lines mixed: {locked:?}");
+    }
+}
+
+#[test]
+fn pipe_producer_consumer_ends_with_disconnected() {
+    let out = run_and_check_clean("pipe_producer_consumer");
+    assert!(out.contains("received 100 lines"), "{out}");
+    assert!(out.contains("then Disconnected"), "{out}");
+}
