@@ -391,11 +391,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// `Disconnected(value)` if no other handle is alive to make room; `Corrupted(value)`.
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        // The streaming case inline; waiting out of line.
-        match self.try_push(value) {
-            Err(PushError::Full(value)) => self.push_until(value, Wait::Forever),
-            done => done,
-        }
+        self.push_waiting(value, Wait::Forever)
     }
 
     /// Appends `value`, waiting at most `timeout` for room.
@@ -403,8 +399,9 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// `Timeout(value)`, and those of [`push`](Self::push).
+    #[inline]
     pub fn push_timeout(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(value, Wait::For(timeout))
+        self.push_waiting(value, Wait::For(timeout))
     }
 
     /// Appends `value`, waiting at most until `deadline` for room.
@@ -412,8 +409,19 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// As [`push_timeout`](Self::push_timeout).
+    #[inline]
     pub fn push_deadline(&self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
-        self.push_until(value, Wait::Until(deadline))
+        self.push_waiting(value, Wait::Until(deadline))
+    }
+
+    /// A push that may wait as `wait` says: the streaming case inline, waiting out of
+    /// line.
+    #[inline]
+    fn push_waiting(&self, value: T, wait: Wait) -> Result<(), PushError<T>> {
+        match self.try_push(value) {
+            Err(PushError::Full(value)) => self.push_until(value, wait),
+            done => done,
+        }
     }
 
     #[inline(never)]
@@ -471,11 +479,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// about 20 ms); `Corrupted`.
     #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
-        // The streaming case inline; waiting out of line.
-        match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(Wait::Forever),
-            done => done,
-        }
+        self.pop_waiting(Wait::Forever)
     }
 
     /// Takes the oldest value, waiting at most `timeout`.
@@ -483,8 +487,9 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// `Timeout`, and those of [`pop`](Self::pop).
+    #[inline]
     pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Wait::For(timeout))
+        self.pop_waiting(Wait::For(timeout))
     }
 
     /// Takes the oldest value, waiting at most until `deadline`.
@@ -492,8 +497,18 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// As [`pop_timeout`](Self::pop_timeout).
+    #[inline]
     pub fn pop_deadline(&self, deadline: Instant) -> Result<T, PopError> {
-        self.pop_until(Wait::Until(deadline))
+        self.pop_waiting(Wait::Until(deadline))
+    }
+
+    /// A pop that may wait as `wait` says: the streaming case inline, waiting out of line.
+    #[inline]
+    fn pop_waiting(&self, wait: Wait) -> Result<T, PopError> {
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(wait),
+            done => done,
+        }
     }
 
     #[inline(never)]

@@ -283,11 +283,7 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// `Disconnected(value)` once the consumer is gone; `Corrupted(value)`.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        // The streaming case inline; waiting out of line.
-        match self.try_push(value) {
-            Err(PushError::Full(value)) => self.push_until(value, Wait::Forever),
-            done => done,
-        }
+        self.push_waiting(value, Wait::Forever)
     }
 
     /// Appends `value`, waiting at most `timeout` for room.
@@ -295,8 +291,9 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// # Errors
     ///
     /// `Timeout(value)`, and those of [`push`](Self::push).
+    #[inline]
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(value, Wait::For(timeout))
+        self.push_waiting(value, Wait::For(timeout))
     }
 
     /// Appends `value`, waiting at most until `deadline` for room.
@@ -304,8 +301,19 @@ impl<T: bytemuck::Pod> Producer<T> {
     /// # Errors
     ///
     /// As [`push_timeout`](Self::push_timeout).
+    #[inline]
     pub fn push_deadline(&mut self, value: T, deadline: Instant) -> Result<(), PushError<T>> {
-        self.push_until(value, Wait::Until(deadline))
+        self.push_waiting(value, Wait::Until(deadline))
+    }
+
+    /// A push that may wait as `wait` says: the streaming case inline, waiting out of
+    /// line.
+    #[inline]
+    fn push_waiting(&mut self, value: T, wait: Wait) -> Result<(), PushError<T>> {
+        match self.try_push(value) {
+            Err(PushError::Full(value)) => self.push_until(value, wait),
+            done => done,
+        }
     }
 
     #[inline(never)]
@@ -482,11 +490,7 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// about a millisecond of its death); `Corrupted`.
     #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        // The streaming case inline; waiting out of line.
-        match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(Wait::Forever),
-            done => done,
-        }
+        self.pop_waiting(Wait::Forever)
     }
 
     /// Takes the oldest value, waiting at most `timeout`.
@@ -494,8 +498,9 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// # Errors
     ///
     /// `Timeout`, and those of [`pop`](Self::pop).
+    #[inline]
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Wait::For(timeout))
+        self.pop_waiting(Wait::For(timeout))
     }
 
     /// Takes the oldest value, waiting at most until `deadline`.
@@ -503,8 +508,18 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// # Errors
     ///
     /// As [`pop_timeout`](Self::pop_timeout).
+    #[inline]
     pub fn pop_deadline(&mut self, deadline: Instant) -> Result<T, PopError> {
-        self.pop_until(Wait::Until(deadline))
+        self.pop_waiting(Wait::Until(deadline))
+    }
+
+    /// A pop that may wait as `wait` says: the streaming case inline, waiting out of line.
+    #[inline]
+    fn pop_waiting(&mut self, wait: Wait) -> Result<T, PopError> {
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(wait),
+            done => done,
+        }
     }
 
     #[inline(never)]
