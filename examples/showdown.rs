@@ -407,7 +407,7 @@ fn spin_until(mut f: impl FnMut() -> bool) {
 // ---- scenarios ---------------------------------------------------------------------
 
 fn spsc_run() -> Sample {
-    const COUNT: u64 = 2_000_000;
+    const COUNT: u64 = 10_000_000;
     let name = unique("spsc");
     let mut rx = spsc::Consumer::<u64>::create(&name, 4096).unwrap();
     let child = spawn("spsc", &[("NAME", name.clone()), ("COUNT", COUNT.to_string())]);
