@@ -208,6 +208,8 @@ fn scenarios() -> Vec<Scenario> {
             shmsync: ("Pipe (default)", || shm_rtt(true)),
             others: vec![
                 ("pipe pair", || fd_rtt(FdKind::Pipe)),
+                ("Unix socketpair", || fd_rtt(FdKind::Socket)),
+                ("eventfd pair", || fd_rtt(FdKind::EventFd)),
                 ("pipe pair, busy polling", || fd_rtt(FdKind::PipeBusyPoll)),
                 ("cache-line ping-pong (limit)", cache_line_rtt),
             ],
