@@ -214,20 +214,32 @@ fn os_round_trips(
     });
 }
 
+/// Round trips through a pair of OS pipes, one each way; with `busy_poll` both readers
+/// spin on non-blocking reads instead of sleeping.
+fn pipe_pair_round_trips(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    busy_poll: bool,
+) {
+    let ((to_peer_r, to_peer_w), (from_peer_r, from_peer_w)) =
+        (inheritable_pipe(), inheritable_pipe());
+    if busy_poll {
+        set_nonblocking(to_peer_r.as_raw_fd());
+        set_nonblocking(from_peer_r.as_raw_fd());
+    }
+    os_round_trips(
+        group,
+        id,
+        (to_peer_w.as_raw_fd(), from_peer_r.as_raw_fd()),
+        (to_peer_r.as_raw_fd(), from_peer_w.as_raw_fd()),
+    );
+}
+
 fn round_trip_blocking(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipe_rtt_blocking");
     group.measurement_time(Duration::from_secs(4));
     shm_round_trips(&mut group, "shmsync_no_spin", false);
-    {
-        let ((to_peer_r, to_peer_w), (from_peer_r, from_peer_w)) =
-            (inheritable_pipe(), inheritable_pipe());
-        os_round_trips(
-            &mut group,
-            "pipe_pair",
-            (to_peer_w.as_raw_fd(), from_peer_r.as_raw_fd()),
-            (to_peer_r.as_raw_fd(), from_peer_w.as_raw_fd()),
-        );
-    }
+    pipe_pair_round_trips(&mut group, "pipe_pair", false);
     {
         let (mine, theirs) = inheritable_socketpair();
         let (m, t) = (mine.as_raw_fd(), theirs.as_raw_fd());
@@ -240,28 +252,8 @@ fn round_trip_spinning(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipe_rtt_spinning");
     group.measurement_time(Duration::from_secs(4));
     shm_round_trips(&mut group, "shmsync_spin", true);
-    {
-        let ((to_peer_r, to_peer_w), (from_peer_r, from_peer_w)) =
-            (inheritable_pipe(), inheritable_pipe());
-        os_round_trips(
-            &mut group,
-            "pipe_pair",
-            (to_peer_w.as_raw_fd(), from_peer_r.as_raw_fd()),
-            (to_peer_r.as_raw_fd(), from_peer_w.as_raw_fd()),
-        );
-    }
-    {
-        let ((to_peer_r, to_peer_w), (from_peer_r, from_peer_w)) =
-            (inheritable_pipe(), inheritable_pipe());
-        set_nonblocking(to_peer_r.as_raw_fd());
-        set_nonblocking(from_peer_r.as_raw_fd());
-        os_round_trips(
-            &mut group,
-            "pipe_pair_busy_poll",
-            (to_peer_w.as_raw_fd(), from_peer_r.as_raw_fd()),
-            (to_peer_r.as_raw_fd(), from_peer_w.as_raw_fd()),
-        );
-    }
+    pipe_pair_round_trips(&mut group, "pipe_pair", false);
+    pipe_pair_round_trips(&mut group, "pipe_pair_busy_poll", true);
     {
         let seg = name("pingpong");
         let pp = Shared::<PingPong>::create(&seg, |_| {}).unwrap();
