@@ -25,25 +25,18 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use common::{Peer, Role, Side, env, name, run_role_if_child};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use shmsync::{Pipe, Shared, ShmSafe};
-
-/// Two counters on lines of their own, for the cache-line ping-pong.
-#[repr(C, align(128))]
-struct PingPong {
-    ping: AtomicU64,
-    _pad: [u64; 15],
-    pong: AtomicU64,
-}
-// SAFETY: repr(C), atomics and integers only.
-unsafe impl ShmSafe for PingPong {}
+use shmsync::{Pipe, Shared};
 
 #[path = "../examples/support/fd.rs"]
 mod fd;
+#[path = "../examples/support/ping_pong.rs"]
+mod ping_pong;
 use fd::{read_exact, write_all};
+use ping_pong::PingPong;
 
 const BULK: usize = 64 * 1024;
 

@@ -17,7 +17,7 @@ use std::cell::UnsafeCell;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmsync::raw::{RawLock, RawSemaphore};
@@ -25,7 +25,10 @@ use shmsync::{Pipe, Shared, ShmSafe, spsc};
 
 #[path = "support/fd.rs"]
 mod fd;
+#[path = "support/ping_pong.rs"]
+mod ping_pong;
 use fd::{read_exact, write_all};
+use ping_pong::PingPong;
 
 const ROLE_ENV: &str = "SHOWDOWN_ROLE";
 /// The bound on any one wait: a broken peer fails the run instead of hanging it.
@@ -518,16 +521,6 @@ fn fd_rtt(kind: FdKind) -> Sample {
     }
     sample(start.elapsed(), count, child)
 }
-
-/// Two counters on cache lines of their own.
-#[repr(C, align(128))]
-struct PingPong {
-    ping: AtomicU64,
-    _pad: [u64; 15],
-    pong: AtomicU64,
-}
-// SAFETY: repr(C) of atomics and integers.
-unsafe impl ShmSafe for PingPong {}
 
 fn cache_line_rtt() -> Sample {
     const COUNT: u64 = 200_000;
