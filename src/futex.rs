@@ -97,12 +97,22 @@ impl Deadline {
     }
 
     /// The earlier of this deadline and `max` from now: for sleeping in slices.
-    #[cfg_attr(loom, allow(dead_code))] // the queues, which loom builds leave out
     pub(crate) fn capped(&self, max: Duration) -> Self {
         match self.remaining() {
             Some(left) if left < max => *self,
             _ => Self::after(max),
         }
+    }
+
+    /// This deadline, or [`LOST_WAKE_SLICE`] from now if that comes first: how the
+    /// primitives whose single wake-up a dying process can swallow (lock, semaphore,
+    /// condition) bound each sleep. Under loom, which explores schedules rather than
+    /// time, the deadline itself: a lost wake-up must show there as a deadlock.
+    pub(crate) fn sliced(&self) -> Self {
+        #[cfg(not(loom))]
+        return self.capped(LOST_WAKE_SLICE);
+        #[cfg(loom)]
+        return *self;
     }
 
     /// Time left until the deadline (zero once passed), or `None` for never.
@@ -122,6 +132,13 @@ impl Deadline {
         Some(Duration::new(secs.unsigned_abs(), u32::try_from(nanos).unwrap_or(0)))
     }
 }
+
+/// The longest a lock, semaphore or condition waiter sleeps before it looks at its word
+/// again. The net under the one wake-up that no protocol can protect: a waiter chosen by
+/// `FUTEX_WAKE` that is killed before it acts on it (see docs/RELIABILITY.md). It is also
+/// the worst extra latency such a death adds for the waiters left behind; each sleeper
+/// pays one spurious return per slice, about 100 a second, a few microseconds each.
+pub(crate) const LOST_WAKE_SLICE: Duration = Duration::from_millis(10);
 
 /// How a [`wait`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,22 +2,33 @@
 //!
 //! One futex word, after Rust std's futex condvar (`sys/sync/condvar/futex.rs`: a
 //! notification counter read before unlocking), plus a waiter count so that notifying
-//! with nobody waiting makes no syscall:
+//! with nobody waiting makes no syscall, and a count of notifications owed:
 //!
-//! | bits  | name      | meaning                                               |
-//! |-------|-----------|-------------------------------------------------------|
-//! | 0-15  | waiters   | threads between registering and leaving a wait        |
-//! | 16-31 | sequence  | bumped by every notify; wraps                          |
+//! | bits  | name      | meaning                                                     |
+//! |-------|-----------|-------------------------------------------------------------|
+//! | 0-9   | waiters   | threads between registering and leaving a wait              |
+//! | 10-19 | owed      | notifications not yet taken by a waiter; at most `waiters`  |
+//! | 20-31 | sequence  | bumped by every notify; wraps                                |
 //!
-//! A waiter registers (count + 1) *before* it unlocks, reading the sequence in the same
-//! RMW, and then sleeps until the sequence differs. A notify bumps the sequence and wakes
-//! only if the count is non-zero. Every step is a read-modify-write of the one word, so
-//! they are totally ordered: either the notify sees the waiter's registration (and wakes
-//! it, or the waiter finds the sequence moved before sleeping), or the waiter registered
-//! after the notify and rightly waits for the next one.
+//! A waiter registers (waiters + 1) *before* it unlocks, reading the sequence in the same
+//! RMW. `notify_one` bumps the sequence and adds one owed notification (unless every
+//! counted waiter is owed one already); `notify_all` makes every counted waiter owed. A
+//! waiter returns once the sequence differs from the one it registered with *and* it can
+//! take an owed notification, in one RMW that also unregisters it. Every step is a
+//! read-modify-write of the one word, so they are totally ordered: either the notify sees
+//! the waiter's registration, or the waiter registered after it and rightly waits for the
+//! next one. A waiter that registered after a notify never takes what that notify owed
+//! (its sequence has not moved), so `notify_one` lets exactly one earlier waiter return.
 //!
-//! A waiter whose process dies stays counted: notifies then make a useless syscall, which
-//! is harmless. If 65535 waiters are counted, further waiters poll every 10 ms instead.
+//! Deaths. A waiter that `notify_one` woke may be killed before it takes its
+//! notification. The notification stays owed in the word, and every sleep lasts at most
+//! [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE) (10 ms), after which another
+//! waiter that registered before the notify takes it: that is the worst extra latency
+//! such a death adds, and still exactly one waiter returns. A waiter killed while
+//! registered stays counted (it only costs notifies a syscall, and may leave an owed
+//! notification for a later waiter: a spurious wake-up, which every condition variable
+//! allows). Once 1023 waiters are counted, further waiters are not counted and instead
+//! look at the sequence every 10 ms; they return on any notification.
 
 use std::time::{Duration, Instant};
 
@@ -27,8 +38,19 @@ use crate::loom::{AtomicU32, Ordering};
 use crate::raw::LockGuard;
 
 const WAITER_ONE: u32 = 1;
-const WAITER_MASK: u32 = 0xFFFF;
-const SEQUENCE_ONE: u32 = 1 << 16;
+const WAITER_MASK: u32 = 0x3FF;
+const OWED_ONE: u32 = 1 << 10;
+const OWED_MASK: u32 = 0x3FF << 10;
+const SEQUENCE_ONE: u32 = 1 << 20;
+const SEQUENCE_MASK: u32 = !(WAITER_MASK | OWED_MASK);
+
+fn waiters(word: u32) -> u32 {
+    word & WAITER_MASK
+}
+
+fn owed(word: u32) -> u32 {
+    (word & OWED_MASK) >> 10
+}
 /// How often an uncounted waiter (the count is saturated) looks for a notification.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -143,17 +165,41 @@ impl RawCondition {
 
     /// Wakes one waiter, if any. No syscall when nobody waits.
     pub fn notify_one(&self) {
-        let before = self.word.fetch_add(SEQUENCE_ONE, Ordering::Relaxed);
-        if before & WAITER_MASK != 0 {
+        let before = self.notify(false);
+        if waiters(before) != 0 {
             futex::wake_one(&self.word);
         }
     }
 
     /// Wakes every waiter. No syscall when nobody waits.
     pub fn notify_all(&self) {
-        let before = self.word.fetch_add(SEQUENCE_ONE, Ordering::Relaxed);
-        if before & WAITER_MASK != 0 {
+        let before = self.notify(true);
+        if waiters(before) != 0 {
             futex::wake_all(&self.word);
+        }
+    }
+
+    /// Bumps the sequence and owes notifications: one more (up to the number of counted
+    /// waiters), or with `all` one to every counted waiter. Returns the word before.
+    fn notify(&self, all: bool) -> u32 {
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            let owed_now =
+                if all { waiters(current) } else { (owed(current) + 1).min(waiters(current)) };
+            let next = (current & SEQUENCE_MASK).wrapping_add(SEQUENCE_ONE)
+                | (owed_now << 10)
+                | waiters(current);
+            // Release pairs with the Acquire of the waiter that takes the notification:
+            // what the notifier did before is visible to it (the lock orders it anyway).
+            match self.word.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return current,
+                Err(now) => current = now,
+            }
         }
     }
 
@@ -165,7 +211,7 @@ impl RawCondition {
         let (registered, sequence) = self.register();
         let (lock, _consistent) = guard.unlock_for_wait();
         let woke = self.sleep(sequence, registered, deadline);
-        if registered {
+        if registered && woke.timed_out {
             self.unregister();
         }
         match lock.lock() {
@@ -180,7 +226,7 @@ impl RawCondition {
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
             if current & WAITER_MASK == WAITER_MASK {
-                return (false, current & !WAITER_MASK);
+                return (false, current & SEQUENCE_MASK);
             }
             match self.word.compare_exchange_weak(
                 current,
@@ -188,19 +234,23 @@ impl RawCondition {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return (true, current & !WAITER_MASK),
+                Ok(_) => return (true, current & SEQUENCE_MASK),
                 Err(now) => current = now,
             }
         }
     }
 
+    /// Counts a waiter that timed out back out, with any notification owed beyond the
+    /// waiters that remain.
     fn unregister(&self) {
         let mut current = self.word.load(Ordering::Relaxed);
         // Never below zero, even if the shared word was damaged meanwhile.
-        while current & WAITER_MASK != 0 {
+        while waiters(current) != 0 {
+            let left = waiters(current) - 1;
+            let next = (current & SEQUENCE_MASK) | (owed(current).min(left) << 10) | left;
             match self.word.compare_exchange_weak(
                 current,
-                current - WAITER_ONE,
+                next,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -210,25 +260,43 @@ impl RawCondition {
         }
     }
 
-    /// Sleeps until the sequence moves on from `sequence` or the deadline passes. Changes
-    /// of the waiter count alone (others arriving or leaving) are slept through.
+    /// Takes an owed notification and unregisters, in one step, if `current` has one.
+    /// Returns the word as it is now otherwise (or `None` once taken).
+    fn take_owed(&self, mut current: u32, sequence: u32) -> Option<u32> {
+        while current & SEQUENCE_MASK != sequence && owed(current) > 0 && waiters(current) > 0 {
+            // Acquire pairs with the Release of the notify.
+            match self.word.compare_exchange_weak(
+                current,
+                current - OWED_ONE - WAITER_ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return None,
+                Err(now) => current = now,
+            }
+        }
+        Some(current)
+    }
+
+    /// Sleeps until this waiter can take a notification made after it registered with
+    /// `sequence` (then it is unregistered), or the deadline passes (then it is still
+    /// counted). An uncounted waiter returns on any move of the sequence. Other changes
+    /// of the word (waiters arriving or leaving) are slept through.
     fn sleep(&self, sequence: u32, registered: bool, deadline: &Deadline) -> Woke {
         loop {
-            let current = self.word.load(Ordering::Relaxed);
-            if current & !WAITER_MASK != sequence {
+            let mut current = self.word.load(Ordering::Relaxed);
+            if registered {
+                match self.take_owed(current, sequence) {
+                    None => return Woke { timed_out: false },
+                    Some(now) => current = now,
+                }
+            } else if current & SEQUENCE_MASK != sequence {
                 return Woke { timed_out: false };
             }
-            let slice;
-            let until = if registered {
-                deadline
-            } else {
-                slice = match deadline.remaining() {
-                    Some(left) if left < POLL => *deadline,
-                    _ => Deadline::after(POLL),
-                };
-                &slice
-            };
-            if futex::wait(&self.word, current, until) == WaitOutcome::TimedOut
+            // In slices: the waiter a `notify_one` woke may be killed before it takes the
+            // notification, which stays owed for another (module docs).
+            let until = if registered { deadline.sliced() } else { deadline.capped(POLL) };
+            if futex::wait(&self.word, current, &until) == WaitOutcome::TimedOut
                 && deadline.has_passed()
             {
                 return Woke { timed_out: true };

@@ -20,6 +20,18 @@
 //!   inconsistent guard instead stores `NOT_RECOVERABLE` and wakes everyone, so that every
 //!   present and future locker gets `NotRecoverable`.
 //!
+//! Deaths of waiters. A waiter names the lock in its thread's `list_op_pending` for the
+//! whole wait, so if it dies the kernel looks at the word: when the word is 0 it wakes one
+//! other waiter, passing on a wake-up the dead one may have taken. Two states escape that
+//! rule, both found by kill loops: the wake-up's receiver dies after a third thread took
+//! the free lock without `WAITERS` (the word is that thread's tid, whose unlock wakes
+//! nobody), or after the kernel woke it for a dead owner (the word is `OWNER_DIED`, not
+//! 0). So every sleep is bounded by [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE):
+//! a waiter left asleep on a free lock takes it within 10 ms; on a held one it raises
+//! `WAITERS` again and sleeps until the unlock. A waiter that leaves on a timeout after
+//! being woken leaves nothing to pass on: it had found the lock held and raised
+//! `WAITERS` on it, so the holder's unlock wakes the next one.
+//!
 //! Design after Rust std's `sys/sync/mutex/futex.rs` (three-state futex mutex with a cold
 //! contended path) and glibc's robust mutexes (`pthread_mutex_lock.c`), with shared (never
 //! private) futexes.
@@ -309,16 +321,18 @@ impl RawLock {
                 current = self.word.load(Ordering::Relaxed);
                 continue;
             }
-            match futex::flag_and_wait(&self.word, current, FUTEX_WAITERS, deadline) {
+            // In slices: a waiter woken for us may be killed before it takes the lock,
+            // in a state the kernel does not repair (module docs, "Deaths of waiters").
+            match futex::flag_and_wait(&self.word, current, FUTEX_WAITERS, &deadline.sliced()) {
                 Err(now) => {
                     current = now;
                     continue;
                 }
-                Ok(WaitOutcome::TimedOut) => {
+                Ok(WaitOutcome::TimedOut) if deadline.has_passed() => {
                     robust::cancel();
                     return Acquired::WouldBlock;
                 }
-                Ok(WaitOutcome::Woken) => {}
+                Ok(_) => {}
             }
             slept = true;
             current = self.word.load(Ordering::Relaxed);

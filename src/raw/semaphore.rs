@@ -14,7 +14,11 @@
 //! if permits are still left after its take it wakes the next sleeper ("passing the
 //! baton"): a burst of releases that found the flag already cleared is never lost.
 //!
-//! Permits held by a process that dies are not returned, as with POSIX semaphores.
+//! Permits held by a process that dies are not returned, as with POSIX semaphores. A
+//! sleeper that a release woke and that is killed before it takes the permit leaves the
+//! permit counted and `WAITERS` cleared, with other sleepers asleep: so sleeps last at
+//! most [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE) (10 ms), after which a sleeper
+//! looks at the count again. That is the worst extra latency such a death adds.
 
 use std::time::{Duration, Instant};
 
@@ -197,13 +201,15 @@ impl RawSemaphore {
             if no_wait {
                 return false;
             }
-            match futex::flag_and_wait(&self.word, current, WAITERS, deadline) {
+            // In slices: the sleeper a release woke may be killed before it takes the
+            // permit (module docs).
+            match futex::flag_and_wait(&self.word, current, WAITERS, &deadline.sliced()) {
                 Err(now) => {
                     current = now;
                     continue;
                 }
-                Ok(WaitOutcome::TimedOut) => return false,
-                Ok(WaitOutcome::Woken) => {}
+                Ok(WaitOutcome::TimedOut) if deadline.has_passed() => return false,
+                Ok(_) => {}
             }
             slept = true;
             current = self.word.load(Ordering::Relaxed);
