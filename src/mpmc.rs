@@ -5,15 +5,23 @@
 //! `src/queue/mpmc_ring.rs`). Handles are `Clone`; a handle blocks only when the ring is
 //! full (push) or empty (pop), and is woken by the side that changes that.
 //!
-//! `Disconnected` means that another handle had been opened and that none but the caller's
-//! own are alive any more: for `pop`, once the queue is also empty. Each process that opens
-//! the queue holds one of 64 *member* locks (through its keeper thread), which the kernel
+//! `Disconnected` means that no other handle is alive any more and that one was alive
+//! that could have answered: for `pop`, the queue is empty and some other handle had
+//! pushed; for `push`, the queue is full and some other handle had popped. Until then a
+//! lone handle waits (its timeouts apply), so a creator that fills the queue and leaves
+//! before any consumer arrives does not make producers fail. Each process that opens the
+//! queue holds one of 64 *member* locks (through its keeper thread), which the kernel
 //! releases when the process dies.
 //!
-//! A producer that dies between claiming a position and publishing it leaves a hole.
-//! Each member marks the position it is claiming; a consumer that finds the queue empty
-//! behind a hole whose marker belongs to a dead member steps over it. At most the dead
-//! process's one in-flight value is lost.
+//! A process killed in the middle of an operation leaves a claim unfinished: a producer's
+//! claimed but unpublished position (a *hole* every consumer would wait behind), or a
+//! consumer's claimed but unreleased slot (which every producer would find "full" one lap
+//! later). Each thread marks the position it is claiming in a *lane* of its member; a
+//! consumer that finds the queue empty behind a hole, or a producer that finds it full at
+//! an unreleased slot, finishes the claim if only dead members mark it. A member whose
+//! lanes still mark an unfinished claim is not handed to a new process until that claim
+//! is finished. At most the one value each killed process had in flight is lost
+//! (docs/design.md says which).
 //!
 //! # Examples
 //!
@@ -92,13 +100,22 @@ impl Bell {
     }
 }
 
+/// Lanes per member: the threads of one process mark their claims in different lanes
+/// (thread `k` of the process to use a queue takes lane `k % LANES`).
+const LANES: usize = 8;
+/// A lane's flag for a consumer's claim (a producer's has it clear).
+const CONSUMING: u64 = 1 << 63;
+
 /// One member slot: a process with the queue open holds `lock`.
 #[repr(C)]
 struct Member {
     lock: RawLock,
-    /// `pos + 1` while this member is claiming or filling position `pos`, else 0. If the
-    /// member dies with it set, consumers know that position will never be published.
-    inflight: AtomicU64,
+    _reserved0: u64,
+    /// Per thread: `pos + 1` while claiming or filling position `pos` as a producer,
+    /// `(pos + 1) | CONSUMING` while claiming or emptying its slot as a consumer, else 0.
+    /// If the member dies with a lane set, the others know that claim will never be
+    /// finished.
+    lanes: [AtomicU64; LANES],
     _reserved: [u64; 2],
 }
 
@@ -108,23 +125,64 @@ struct Control {
     positions: Positions,
     not_empty: CachePadded<Bell>,
     not_full: CachePadded<Bell>,
-    /// Member claims ever made: 2 or more means another handle has been opened.
+    /// Member claims ever made.
     claims: AtomicU64,
-    _reserved: [u64; 15],
+    /// Bit `i`: a handle of member `i` has pushed (ever: the bit outlives the member).
+    pushers: AtomicU64,
+    /// Bit `i`: a handle of member `i` has popped.
+    poppers: AtomicU64,
+    _reserved: [u64; 13],
     members: [Member; MEMBERS],
 }
 
 #[cfg(not(loom))]
 const _: () = {
-    assert!(size_of::<Member>() == 64);
-    assert!(size_of::<Control>() == 256 + 256 + 128 + 64 * 64);
+    assert!(size_of::<Member>() == 128);
+    assert!(std::mem::offset_of!(Member, lanes) == 48);
+    assert!(std::mem::offset_of!(Control, members) == 640);
+    assert!(size_of::<Control>() == 256 + 256 + 128 + 64 * 128);
 };
+
+/// Which of this process's threads uses which lane.
+mod lane {
+    #![allow(clippy::disallowed_types)] // process-private numbering, not shared memory
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+
+    /// This thread's lane, numbered on first use.
+    #[inline]
+    pub(super) fn index() -> usize {
+        MINE.with(|mine| {
+            let lane = mine.get();
+            if lane != usize::MAX {
+                return lane;
+            }
+            let lane = NEXT.fetch_add(1, Ordering::Relaxed) % super::LANES;
+            mine.set(lane);
+            lane
+        })
+    }
+}
+
+/// What this process has announced in `Control::pushers` / `poppers`.
+const PUSHED: u32 = 1;
+const POPPED: u32 = 2;
 
 /// One process's attachment to a queue, shared by its clones.
 struct Inner<T> {
     // Field order is drop order: the member lock goes before the mapping.
     _claim: RoleClaim,
     member: usize,
+    /// `PUSHED` / `POPPED` once this process's bit is set in the shared masks.
+    announced: AtomicU32,
+    /// Whether the member's bits were set before this process took the member (by a
+    /// predecessor, which counts as another handle): (pushed, popped).
+    inherited: (bool, bool),
     ring: Ring<T>,
     /// The payload's control block, looked up once: every operation reads it.
     control: NonNull<Control>,
@@ -291,8 +349,13 @@ impl<T: bytemuck::Pod> Queue<T> {
             // SAFETY: the claim is dropped before the segment (field order of Inner).
             match unsafe { keeper::claim(&member.lock) } {
                 Ok((claim, _)) => {
-                    claimed = Some((i, claim));
-                    break;
+                    // A dead predecessor's unfinished claim must stay marked until the
+                    // others finish it: leave such a member alone for now.
+                    if Self::forget_finished(&ring, member) {
+                        claimed = Some((i, claim));
+                        break;
+                    }
+                    // Dropping the claim releases the member again.
                 }
                 Err(ClaimError::Busy) => continue,
                 Err(ClaimError::NotRecoverable) => return Err(OpenError::Corrupted),
@@ -301,16 +364,20 @@ impl<T: bytemuck::Pod> Queue<T> {
                 }
             }
         }
+        // Every member is alive or still owes a dead process's claim.
         let (member, claim) = claimed.ok_or(OpenError::Busy)?;
-        // A dead predecessor's mark is forgotten here: its hole, if any, must have been
-        // stepped over while the member was free (consumers look whenever they find the
-        // queue empty).
-        control.members[member].inflight.store(0, Ordering::Relaxed);
         control.claims.fetch_add(1, Ordering::AcqRel);
+        let bit = 1u64 << member;
+        let inherited = (
+            control.pushers.load(Ordering::Acquire) & bit != 0,
+            control.poppers.load(Ordering::Acquire) & bit != 0,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 _claim: claim,
                 member,
+                announced: AtomicU32::new(0),
+                inherited,
                 ring,
                 control: NonNull::from(control),
                 segment,
@@ -319,17 +386,48 @@ impl<T: bytemuck::Pod> Queue<T> {
         })
     }
 
+    /// Clears the lanes of `member` (claimed by the caller) whose claims are finished;
+    /// returns whether all are clear, so that the member can be used.
+    fn forget_finished(ring: &Ring<T>, member: &Member) -> bool {
+        let mut clear = true;
+        for lane in &member.lanes {
+            let marker = lane.load(Ordering::Acquire);
+            if marker == 0 {
+                continue;
+            }
+            if Self::still_owed(ring, marker) {
+                clear = false;
+            } else {
+                lane.store(0, Ordering::Relaxed);
+            }
+        }
+        clear
+    }
+
+    /// Whether the claim a lane marks is still unfinished.
+    fn still_owed(ring: &Ring<T>, marker: u64) -> bool {
+        let pos = (marker & !CONSUMING).wrapping_sub(1);
+        if marker & CONSUMING != 0 { ring.is_unreleased(pos) } else { ring.is_unpublished(pos) }
+    }
+
     #[inline]
     fn control(&self) -> &Control {
         // SAFETY: points into the mapping, which `self.inner.segment` keeps alive.
         unsafe { self.inner.control.as_ref() }
     }
 
-    /// Whether another handle had been opened and none but this process's own clones of
-    /// this handle is alive now.
-    fn alone(&self) -> bool {
+    /// This thread's lane in this process's member.
+    #[inline]
+    fn lane(&self) -> &AtomicU64 {
+        &self.control().members[self.inner.member].lanes[lane::index()]
+    }
+
+    /// Whether no other handle is alive (in this process or another) and some other
+    /// handle had done what `mask` records (pushed or popped).
+    fn alone_after(&self, mask: &AtomicU64, inherited: bool) -> bool {
         let control = self.control();
-        if Arc::strong_count(&self.inner) > 1 || control.claims.load(Ordering::Acquire) < 2 {
+        let others = mask.load(Ordering::Acquire) & !(1u64 << self.inner.member);
+        if Arc::strong_count(&self.inner) > 1 || (others == 0 && !inherited) {
             return false;
         }
         !control
@@ -337,6 +435,42 @@ impl<T: bytemuck::Pod> Queue<T> {
             .iter()
             .enumerate()
             .any(|(i, m)| i != self.inner.member && m.lock.is_held_acquire())
+    }
+
+    /// Sets this process's bit in `Control::pushers` or `poppers` (once per process).
+    #[cold]
+    fn announce(&self, what: u32) {
+        let mask = if what == PUSHED { &self.control().pushers } else { &self.control().poppers };
+        mask.fetch_or(1u64 << self.inner.member, Ordering::AcqRel);
+        self.inner.announced.fetch_or(what, Ordering::Relaxed);
+    }
+
+    /// Whether only members that are dead mark `marker` in a lane (so the claim will never
+    /// be finished by its owner).
+    fn only_dead_mark(&self, marker: u64) -> bool {
+        let (mut dead, mut live) = (false, false);
+        for m in &self.control().members {
+            // Acquire pairs with the marking member's Release claim.
+            if m.lanes.iter().any(|l| l.load(Ordering::Acquire) == marker) {
+                if m.lock.is_held_acquire() {
+                    live = true;
+                } else {
+                    dead = true;
+                }
+            }
+        }
+        dead && !live
+    }
+
+    /// Clears `marker` from the lanes of dead members, once its claim is finished.
+    fn forget_dead_marks(&self, marker: u64) {
+        for m in &self.control().members {
+            if !m.lock.is_held_acquire() {
+                for l in &m.lanes {
+                    let _ = l.compare_exchange(marker, 0, Ordering::Relaxed, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// Appends `value` if there is room; never blocks.
@@ -347,22 +481,51 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// to pop; `Corrupted(value)`.
     #[inline]
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
-        let mark = &self.control().members[self.inner.member].inflight;
+        let lane = self.lane();
         let pushed = self
             .inner
             .ring
-            .try_push_marked(value, |pos| mark.store(pos.wrapping_add(1), Ordering::Relaxed));
+            .try_push_marked(value, |pos| lane.store(pos.wrapping_add(1), Ordering::Relaxed));
         // Published (or never claimed): nothing of ours can be left half-done.
-        mark.store(0, Ordering::Release);
+        lane.store(0, Ordering::Release);
         match pushed {
             Ok(()) => {
+                if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
+                    self.announce(PUSHED);
+                }
                 self.control().not_empty.ring();
                 Ok(())
             }
-            Err(PushFailure::Full(v)) if self.alone() => Err(PushError::Disconnected(v)),
-            Err(PushFailure::Full(v)) => Err(PushError::Full(v)),
+            Err(PushFailure::Full(v)) => self.full(v),
             Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
         }
+    }
+
+    /// The queue looked full: release a dead consumer's slot if that is what blocks it,
+    /// else report `Full` or `Disconnected`.
+    #[cold]
+    fn full(&self, value: T) -> Result<(), PushError<T>> {
+        if self.release_dead_pop() {
+            return self.try_push(value);
+        }
+        if self.alone_after(&self.control().poppers, self.inner.inherited.1) {
+            Err(PushError::Disconnected(value))
+        } else {
+            Err(PushError::Full(value))
+        }
+    }
+
+    /// If the slot the next push needs was claimed by a consumer that died before
+    /// releasing it (and no live member is working on it), releases it; its value is
+    /// lost. Returns whether it did.
+    fn release_dead_pop(&self) -> bool {
+        let Some(pos) = self.inner.ring.unreleased_at_tail() else { return false };
+        let marker = pos.wrapping_add(1) | CONSUMING;
+        if !self.only_dead_mark(marker) || !self.inner.ring.release_abandoned(pos) {
+            return false;
+        }
+        self.forget_dead_marks(marker);
+        true
     }
 
     /// If the oldest position was claimed by a member that died before publishing it (and
@@ -370,18 +533,11 @@ impl<T: bytemuck::Pod> Queue<T> {
     fn step_over_dead_claim(&self) -> bool {
         let Some(pos) = self.inner.ring.unpublished_head() else { return false };
         let marker = pos.wrapping_add(1);
-        let (mut dead, mut live) = (false, false);
-        for m in &self.control().members {
-            // Acquire pairs with the marking member's Release claim.
-            if m.inflight.load(Ordering::Acquire) == marker {
-                if m.lock.is_held_acquire() {
-                    live = true;
-                } else {
-                    dead = true;
-                }
-            }
+        if !self.only_dead_mark(marker) || !self.inner.ring.skip_abandoned(pos) {
+            return false;
         }
-        dead && !live && self.inner.ring.skip_abandoned(pos)
+        self.forget_dead_marks(marker);
+        true
     }
 
     /// Appends `value`, blocking while the queue is full.
@@ -454,20 +610,46 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// `Corrupted`.
     #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
-        match self.inner.ring.try_pop() {
+        let lane = self.lane();
+        let popped = self.inner.ring.try_pop_marked(|pos| {
+            lane.store(pos.wrapping_add(1) | CONSUMING, Ordering::Relaxed);
+        });
+        // Released (or never claimed).
+        lane.store(0, Ordering::Release);
+        match popped {
             Ok(v) => {
+                if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
+                    self.announce(POPPED);
+                }
                 self.control().not_full.ring();
                 Ok(v)
             }
             Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+            Err(PopFailure::Empty) => self.empty(),
+        }
+    }
+
+    /// The queue looked empty: step over a dead producer's hole if that is what hides the
+    /// values behind it, else report `Empty` or `Disconnected`.
+    #[cold]
+    fn empty(&self) -> Result<T, PopError> {
+        if self.step_over_dead_claim() {
+            return self.try_pop();
+        }
+        if !self.alone_after(&self.control().pushers, self.inner.inherited.0) {
+            return Err(PopError::Empty);
+        }
+        // Whatever the others pushed before leaving is visible now: drain first.
+        let lane = self.lane();
+        let popped = self.inner.ring.try_pop_marked(|pos| {
+            lane.store(pos.wrapping_add(1) | CONSUMING, Ordering::Relaxed);
+        });
+        lane.store(0, Ordering::Release);
+        match popped {
+            Ok(v) => Ok(v),
+            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
             Err(PopFailure::Empty) if self.step_over_dead_claim() => self.try_pop(),
-            Err(PopFailure::Empty) if self.alone() => match self.inner.ring.try_pop() {
-                // Whatever the others pushed before leaving is visible now: drain first.
-                Ok(v) => Ok(v),
-                Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
-                Err(PopFailure::Empty) => Err(PopError::Disconnected),
-            },
-            Err(PopFailure::Empty) => Err(PopError::Empty),
+            Err(PopFailure::Empty) => Err(PopError::Disconnected),
         }
     }
 

@@ -182,25 +182,96 @@ fn a_producer_killed_mid_stream_does_not_hang_the_consumer() {
     mpmc::Queue::<u64>::unlink(&name).unwrap();
 }
 
-#[test]
-fn a_hole_left_by_a_dead_producer_is_stepped_over() {
+/// A second mapping of a queue's segment, to write exactly the words a process killed at
+/// the wrong instant leaves. Offsets from docs/design.md: the payload at 128; in it `head`
+/// at 0, `tail` at 128, member `i` at 640 + 128 i (its lock word first, lane `k` at
+/// +48 + 8 k), the slots after the 8,832-byte control block (16 bytes each for `u64`, the
+/// stamp first).
+struct Forge {
+    map: memmap2::MmapMut,
+}
+
+impl Forge {
+    const PAYLOAD: usize = 128;
+    const TAIL: usize = 128;
+    const MEMBERS: usize = 640;
+    const SLOTS: usize = 8832;
+    const CONSUMING: u64 = 1 << 63;
+
+    fn open(name: &str) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(Path::new("/dev/shm").join(name))
+            .unwrap();
+        // SAFETY: a second mapping of the queue; the tests write while nobody else moves
+        // these words.
+        Self { map: unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap() }
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        let at = Self::PAYLOAD + at;
+        assert!(at % 8 == 0 && at + 8 <= self.map.len());
+        // SAFETY: 8-aligned, inside the mapping, which lives as long as `self`.
+        unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU64) }
+    }
+
+    fn set(&self, at: usize, value: u64) {
+        self.word(at).store(value, Ordering::SeqCst);
+    }
+
+    /// The member slot of a process that was killed (its lock word is `OWNER_DIED`).
+    fn dead_member(&self) -> usize {
+        (0..64)
+            .find(|i| {
+                self.word(Self::MEMBERS + 128 * i).load(Ordering::SeqCst) as u32 == 0x4000_0000
+            })
+            .expect("the killed member's lock is marked OWNER_DIED")
+    }
+
+    fn lane(member: usize, lane: usize) -> usize {
+        Self::MEMBERS + 128 * member + 48 + 8 * lane
+    }
+
+    fn stamp(slot: usize) -> usize {
+        Self::SLOTS + 16 * slot
+    }
+}
+
+/// Starts a child that opens the queue (taking a member slot) and kills it: the member is
+/// then a dead process's, with its lock marked `OWNER_DIED`.
+fn dead_member(test: &str, queue: &str) {
+    let mut dead = spawn(test, "dead-member", &[("QUEUE", queue)]);
+    dead.expect("opened", LIMIT);
+    dead.kill();
+}
+
+/// The child roles the tests below share.
+fn member_roles() -> bool {
     match role().as_deref() {
         Some("dead-member") => {
             let _q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
             report("opened");
             std::thread::sleep(LIMIT);
-            return;
+            true
         }
-        Some("live-producer") => {
+        Some("producer") => {
             let q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
             report("opened");
             wait_for_parent(LIMIT);
             q.push_timeout(99, LIMIT).unwrap();
             report("pushed");
             wait_for_parent(LIMIT);
-            return;
+            true
         }
-        _ => {}
+        _ => false,
+    }
+}
+
+#[test]
+fn a_hole_left_by_a_dead_producer_is_stepped_over() {
+    if member_roles() {
+        return;
     }
     let name = unique_name("hole");
     let _cleanup = Remove::shm(&name);
@@ -208,31 +279,14 @@ fn a_hole_left_by_a_dead_producer_is_stepped_over() {
     q.try_push(1).unwrap();
     assert_eq!(q.try_pop(), Ok(1)); // head = tail = 1
     let test = "a_hole_left_by_a_dead_producer_is_stepped_over";
-    let mut dead = spawn(test, "dead-member", &[("QUEUE", &name)]);
-    dead.expect("opened", LIMIT);
-    let mut live = spawn(test, "live-producer", &[("QUEUE", &name)]);
+    let mut live = spawn(test, "producer", &[("QUEUE", &name)]);
     live.expect("opened", LIMIT);
-    dead.kill(); // after the live one took its own member slot
-
-    // Forge what a producer dying between claiming and publishing position 1 leaves: the
-    // tail one past it, and the dead member's marker on it. Offsets from docs/design.md:
-    // payload at 128, tail at +128, members at +640 (64 bytes each, marker at +40).
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(Path::new("/dev/shm").join(&name))
-        .unwrap();
-    // SAFETY: a second mapping of the queue; nobody else touches these fields right now.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
-    let control = 128;
-    let word =
-        |map: &memmap2::MmapMut, at: usize| u32::from_le_bytes(map[at..at + 4].try_into().unwrap());
-    let dead_member = (0..64)
-        .find(|i| word(&map, control + 640 + 64 * i) == 0x4000_0000) // OWNER_DIED, no owner
-        .expect("the killed member's lock is marked OWNER_DIED");
-    map[control + 128..control + 136].copy_from_slice(&2u64.to_le_bytes());
-    let marker = control + 640 + 64 * dead_member + 40;
-    map[marker..marker + 8].copy_from_slice(&2u64.to_le_bytes());
+    dead_member(test, &name);
+    // What a producer dying between claiming and publishing position 1 leaves: the tail
+    // one past it, and its marker on it.
+    let forge = Forge::open(&name);
+    forge.set(Forge::TAIL, 2);
+    forge.set(Forge::lane(forge.dead_member(), 0), 2);
 
     live.release();
     live.expect("pushed", LIMIT);
@@ -241,5 +295,106 @@ fn a_hole_left_by_a_dead_producer_is_stepped_over() {
     assert!(start.elapsed() < Duration::from_secs(2));
     live.release();
     live.wait_success(LIMIT);
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+/// Finding 3 of the kill loops: the replacement of a dead producer took its member slot
+/// and reset the marker before any consumer had looked, and every value behind the hole
+/// was stranded for good.
+#[test]
+fn a_hole_outlives_a_replacement_that_opens_before_any_consumer_looks() {
+    if member_roles() {
+        return;
+    }
+    let name = unique_name("hole-replaced");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u64>::create(&name, 8).unwrap();
+    q.try_push(1).unwrap();
+    assert_eq!(q.try_pop(), Ok(1)); // head = tail = 1
+    let test = "a_hole_outlives_a_replacement_that_opens_before_any_consumer_looks";
+    dead_member(test, &name);
+    let forge = Forge::open(&name);
+    let dead = forge.dead_member();
+    forge.set(Forge::TAIL, 2);
+    forge.set(Forge::lane(dead, 0), 2);
+    // The replacement opens (the dead member is the lowest free slot) and pushes behind
+    // the hole, all before this consumer looks.
+    let mut replacement = spawn(test, "producer", &[("QUEUE", &name)]);
+    replacement.expect("opened", LIMIT);
+    assert_eq!(forge.word(Forge::lane(dead, 0)).load(Ordering::SeqCst), 2, "marker kept");
+    replacement.release();
+    replacement.expect("pushed", LIMIT);
+    let start = Instant::now();
+    assert_eq!(q.pop_timeout(Duration::from_secs(5)), Ok(99), "stranded behind the hole");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(forge.word(Forge::lane(dead, 0)).load(Ordering::SeqCst), 0, "marker cleared");
+    replacement.release();
+    replacement.wait_success(LIMIT);
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+/// Finding 2 of the kill loops: a consumer killed after winning the `head` CAS and before
+/// releasing the slot's stamp jammed the queue one lap later: producers saw "full" and
+/// consumers "empty", for ever.
+#[test]
+fn a_slot_left_by_a_consumer_killed_mid_pop_is_released_one_lap_later() {
+    if member_roles() {
+        return;
+    }
+    let name = unique_name("jam");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u64>::create(&name, 8).unwrap();
+    for v in 0..8 {
+        q.try_push(v).unwrap();
+    }
+    let test = "a_slot_left_by_a_consumer_killed_mid_pop_is_released_one_lap_later";
+    dead_member(test, &name);
+    let forge = Forge::open(&name);
+    // The dead consumer claimed position 0 (head 1) and never released slot 0 (stamp 1).
+    forge.set(0, 1);
+    forge.set(Forge::lane(forge.dead_member(), 3), 1 | Forge::CONSUMING);
+    assert_eq!(forge.word(Forge::stamp(0)).load(Ordering::SeqCst), 1);
+    for v in 1..8 {
+        assert_eq!(q.try_pop(), Ok(v));
+    }
+    // One lap later, position 8 needs slot 0.
+    let start = Instant::now();
+    for v in 8..16 {
+        assert_eq!(q.push_timeout(v, Duration::from_secs(5)), Ok(()), "jammed at {v}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    for v in 8..16 {
+        assert_eq!(q.try_pop(), Ok(v), "value 0 is the one lost; the rest in order");
+    }
+    assert_eq!(q.try_pop(), Err(PopError::Empty));
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+/// Finding 7 of the kill loops: with the creator gone before any consumer had come, a
+/// producer that filled the queue got `Disconnected`. Now it waits for consumers; it is
+/// disconnected only once a handle that popped has come and gone.
+#[test]
+fn a_producer_left_alone_before_any_consumer_came_waits_instead_of_failing() {
+    if role().as_deref() == Some("consumer") {
+        let q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
+        assert_eq!(q.pop_timeout(LIMIT), Ok(0));
+        return;
+    }
+    let name = unique_name("late-consumer");
+    let _cleanup = Remove::shm(&name);
+    drop(mpmc::Queue::<u64>::create(&name, 2).unwrap()); // the creator leaves at once
+    let q = mpmc::Queue::<u64>::open(&name).unwrap();
+    q.try_push(0).unwrap();
+    q.try_push(1).unwrap();
+    assert_eq!(q.try_push(2), Err(PushError::Full(2)), "alone, but nobody popped yet");
+    assert_eq!(q.push_timeout(2, Duration::from_millis(30)), Err(PushError::Timeout(2)));
+    let consumer = spawn(
+        "a_producer_left_alone_before_any_consumer_came_waits_instead_of_failing",
+        "consumer",
+        &[("QUEUE", &name)],
+    );
+    assert_eq!(q.push_timeout(2, LIMIT), Ok(()), "room made by the late consumer");
+    consumer.wait_success(LIMIT);
+    assert_eq!(q.try_push(3), Err(PushError::Disconnected(3)), "a popper came and went");
     mpmc::Queue::<u64>::unlink(&name).unwrap();
 }

@@ -10,6 +10,12 @@
 //! | `pos + 1` | holds the element of position `pos`, for the consumer that claims it |
 //! | `pos + capacity` | consumed: free for position `pos + capacity`, one lap later |
 //!
+//! A claim that is never finished (its process was killed) is finished by others, once
+//! the caller (`src/mpmc.rs`) knows the claimant is dead: a producer's claimed but
+//! unpublished position is stepped over once it is the oldest
+//! ([`skip_abandoned`](Ring::skip_abandoned)); a consumer's claimed but unreleased slot is
+//! released once a producer needs it ([`release_abandoned`](Ring::release_abandoned)).
+//!
 //! A producer claims `tail` with a CAS when the stamp says the slot is free, writes the
 //! element, then stores `pos + 1` (Release). A consumer claims `head` when the stamp says
 //! the element is there, reads it, then stores `pos + capacity` (Release). The stamps
@@ -185,8 +191,16 @@ impl<T: Copy> Ring<T> {
         Err(PushFailure::Corrupted(value))
     }
 
-    /// Takes the oldest element, if any.
+    /// Takes the oldest element, if any (the queue itself always marks its claims).
+    #[cfg(test)]
     pub(crate) fn try_pop(&self) -> Result<T, PopFailure> {
+        self.try_pop_marked(|_| {})
+    }
+
+    /// [`try_pop`](Self::try_pop) that calls `mark(pos)` before each attempt to claim
+    /// position `pos`, so the caller can record which slot it may leave unreleased if it
+    /// dies (see [`release_abandoned`](Self::release_abandoned)).
+    pub(crate) fn try_pop_marked(&self, mark: impl Fn(u64)) -> Result<T, PopFailure> {
         let head = &self.positions().head;
         let mut pos = head.load(Ordering::Relaxed);
         for _ in 0..MAX_TRIES {
@@ -195,7 +209,9 @@ impl<T: Copy> Ring<T> {
             let stamp = slot.stamp.load(Ordering::Acquire);
             let full = pos.wrapping_add(1);
             if stamp == full {
-                match head.compare_exchange_weak(pos, full, Ordering::Relaxed, Ordering::Relaxed) {
+                mark(pos);
+                // Release: whoever sees the claim (Acquire on `head`) sees the mark.
+                match head.compare_exchange_weak(pos, full, Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => {
                         // SAFETY: the stamp and our won claim make the element ours alone;
                         // every bit pattern is a valid T.
@@ -255,6 +271,49 @@ impl<T: Copy> Ring<T> {
         // Release pairs with the next lap's producer's Acquire, as after a pop.
         slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
         true
+    }
+
+    /// Whether position `pos` is claimed by a producer (`tail` is past it) but not
+    /// published: the state a producer that died mid-push leaves.
+    pub(crate) fn is_unpublished(&self, pos: u64) -> bool {
+        // Acquire pairs with the Release claim in `try_push_marked`.
+        let tail = self.positions().tail.load(Ordering::Acquire);
+        let stamp = self.slot(pos).stamp.load(Ordering::Acquire);
+        stamp == pos && (tail.wrapping_sub(pos) as i64) > 0
+    }
+
+    /// Whether position `pos` is claimed by a consumer (`head` is past it) but its slot
+    /// not released: the state a consumer that died mid-pop leaves.
+    pub(crate) fn is_unreleased(&self, pos: u64) -> bool {
+        // Acquire pairs with the Release claim in `try_pop_marked`.
+        let head = self.positions().head.load(Ordering::Acquire);
+        let stamp = self.slot(pos).stamp.load(Ordering::Acquire);
+        stamp == pos.wrapping_add(1) && (head.wrapping_sub(pos) as i64) > 0
+    }
+
+    /// The position of the previous lap whose slot the next push needs, if a consumer
+    /// claimed it but has not released it: the slot a dead consumer jams (every producer
+    /// sees "full" there for ever) or a live one is about to free.
+    pub(crate) fn unreleased_at_tail(&self) -> Option<u64> {
+        let tail = self.positions().tail.load(Ordering::Relaxed);
+        let pos = tail.wrapping_sub(self.capacity);
+        self.is_unreleased(pos).then_some(pos)
+    }
+
+    /// Releases the slot of position `pos`, claimed by a consumer that will never release
+    /// it (it died; its value is lost): frees the slot for the next lap. Returns whether
+    /// this call did it.
+    pub(crate) fn release_abandoned(&self, pos: u64) -> bool {
+        // Release pairs with the next lap's producer's Acquire, as after a pop.
+        self.slot(pos)
+            .stamp
+            .compare_exchange(
+                pos.wrapping_add(1),
+                pos.wrapping_add(self.capacity),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Whether the slot at `head` holds its element: what a consumer waiting for one polls.
@@ -374,6 +433,48 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_claimed_by_a_consumer_that_died_can_be_released() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        for v in 0..4 {
+            q.try_push(v).unwrap();
+        }
+        // A consumer claims position 0 and dies before releasing its slot.
+        heap.positions.head.fetch_add(1, Ordering::Relaxed);
+        assert!(q.is_unreleased(0));
+        for v in 1..4 {
+            assert_eq!(q.try_pop(), Ok(v));
+        }
+        // One lap on, the jam: producers see "full" at position 4, consumers "empty".
+        assert_eq!(q.try_push(4), Err(PushFailure::Full(4)), "jammed");
+        assert_eq!(q.try_pop(), Err(PopFailure::Empty));
+        assert_eq!(q.unreleased_at_tail(), Some(0));
+        assert!(q.release_abandoned(0));
+        assert!(!q.release_abandoned(0), "only once");
+        assert_eq!(q.unreleased_at_tail(), None);
+        for v in 4..8 {
+            q.try_push(v).unwrap();
+        }
+        for v in 4..8 {
+            assert_eq!(q.try_pop(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn finished_claims_are_neither_unpublished_nor_unreleased() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        assert!(!q.is_unpublished(0), "not claimed yet");
+        q.try_push(1).unwrap();
+        assert!(!q.is_unpublished(0) && !q.is_unreleased(0));
+        assert_eq!(q.try_pop(), Ok(1));
+        assert!(!q.is_unpublished(0) && !q.is_unreleased(0));
+        assert_eq!(q.unreleased_at_tail(), None);
+        heap.positions.tail.fetch_add(1, Ordering::Relaxed); // a producer claims 1
+        assert!(q.is_unpublished(1));
+    }
+
+    #[test]
     fn two_producers_two_consumers_lose_and_duplicate_nothing() {
         let heap = HeapRing::<u64>::new(8);
         let q = heap.ring();
@@ -486,6 +587,66 @@ mod loom_tests {
                 }
             }
             assert_eq!(taken.load(Ordering::Relaxed), 0b110);
+        });
+    }
+
+    /// A consumer died between claiming position 0 and releasing its slot. A producer
+    /// that needs the slot one lap later releases it while a live consumer pops the
+    /// others: every other value arrives exactly once, and loom checks that no slot is
+    /// written while read.
+    #[test]
+    fn a_slot_a_dead_consumer_left_is_released_while_others_pop() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let positions = Arc::new(Positions::default());
+            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
+            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
+            let ring = unsafe {
+                Ring::new(
+                    NonNull::from(&*positions),
+                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
+                    2,
+                )
+            };
+            ring.try_push(10).unwrap();
+            ring.try_push(11).unwrap();
+            // The dead consumer's claim of position 0: head moved, slot 0 never released.
+            positions.head.store(1, Ordering::Relaxed);
+            let keep = (Arc::clone(&positions), Arc::clone(&slots));
+            let producer = crate::loom::thread::spawn(move || {
+                let _keep = keep;
+                for v in [12u32, 13] {
+                    let mut v = v;
+                    loop {
+                        match ring.try_push(v) {
+                            Ok(()) => break,
+                            Err(PushFailure::Full(back)) => {
+                                v = back;
+                                // Only the dead claim: the queue tells it from a live
+                                // consumer's by the members' lanes and locks (a live one's
+                                // slot released here would be overwritten while read, as
+                                // this model shows if the check is dropped).
+                                if ring.unreleased_at_tail() == Some(0) {
+                                    ring.release_abandoned(0);
+                                }
+                                crate::loom::thread::yield_now();
+                            }
+                            Err(PushFailure::Corrupted(_)) => panic!("corrupted"),
+                        }
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match ring.try_pop() {
+                    Ok(v) => got.push(v),
+                    Err(PopFailure::Empty) => crate::loom::thread::yield_now(),
+                    Err(PopFailure::Corrupted) => panic!("corrupted"),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(got, [11, 12, 13], "10 is the dead consumer's, the rest in order");
         });
     }
 }
