@@ -24,7 +24,8 @@ use crate::robust::FUTEX_WAITERS;
 pub(crate) struct Side {
     /// Held by the keeper thread of the process whose handle has this end.
     role: RawLock,
-    /// 1 once any handle has had this end (so that its absence means "left").
+    /// How many times a handle has claimed this end (its *generation*): 0 until the first
+    /// claim, so that a non-zero value and a free role mean "left". Never wraps to 0.
     attached: AtomicU32,
     /// This end's sleeping flag and wake word.
     bell: Doorbell,
@@ -39,18 +40,21 @@ const _: () = assert!(size_of::<Side>() == 56 && align_of::<Side>() == 8);
 const SAFETY_SLICE: Duration = Duration::from_millis(50);
 
 impl Side {
-    /// Claims this end for the calling process and marks it attached.
+    /// Claims this end for the calling process and counts the attachment; returns the
+    /// claim and this attachment's generation (1 for the first).
     ///
     /// # Safety
     ///
     /// The returned claim must be dropped before the mapping that holds `self`.
-    pub(crate) unsafe fn claim(&self) -> Result<RoleClaim, OpenError> {
+    pub(crate) unsafe fn claim(&self) -> Result<(RoleClaim, u32), OpenError> {
         fence::register();
         // SAFETY: passed on to our caller.
         match unsafe { keeper::claim(&self.role) } {
             Ok((claim, _)) => {
-                self.attached.store(1, Ordering::Release);
-                Ok(claim)
+                // Only the holder of the role writes the count.
+                let generation = self.attached.load(Ordering::Relaxed).checked_add(1).unwrap_or(1);
+                self.attached.store(generation, Ordering::Release);
+                Ok((claim, generation))
             }
             Err(ClaimError::Busy) => Err(OpenError::Busy),
             Err(ClaimError::NotRecoverable) => Err(OpenError::Corrupted),
@@ -66,6 +70,12 @@ impl Side {
     pub(crate) fn gone(&self) -> bool {
         // The role word first: while it is held (the streaming case) one load answers.
         !self.role.is_held_acquire() && self.attached.load(Ordering::Acquire) != 0
+    }
+
+    /// How many times this end has been claimed (0: never).
+    #[inline]
+    pub(crate) fn generation(&self) -> u32 {
+        self.attached.load(Ordering::Acquire)
     }
 
     /// Wakes this end if it may be asleep: the light half of the hand-off, run by the

@@ -116,7 +116,7 @@ pub use error::{
 pub use event::Event;
 pub use lock::Lock;
 #[cfg(not(loom))]
-pub use pipe::{Connection, Message, Pipe};
+pub use pipe::{Connection, End, Message, Pipe};
 pub use raw::LockGuard;
 pub use segment::{ObjectKind, Options, SegmentInfo};
 pub use semaphore::Semaphore;

@@ -132,10 +132,15 @@ fn initialise(mode: u32) -> impl FnOnce(NonNull<u8>) {
     }
 }
 
-/// Which end a handle holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum End {
+/// One of a pipe's two ends, for [`Pipe::open_end`] and [`Connection::end`].
+///
+/// [`Pipe::create`] hands out `A` and [`Pipe::open`] `B`; a one-way pipe carries messages
+/// from `B` to `A`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum End {
+    /// The creator's end (the receiving end of a one-way pipe).
     A,
+    /// The opener's end (the sending end of a one-way pipe).
     B,
 }
 
@@ -221,6 +226,46 @@ impl Pipe {
         Connection::attach(Segment::open(name, &expected(), opts)?, End::B)
     }
 
+    /// Opens end `end` of the existing pipe `name`: how a restarted process takes up
+    /// again the end its dead predecessor held (the server of a request/reply pipe
+    /// re-claims end A, which [`open`](Self::open) never hands out).
+    ///
+    /// Messages the other end sent to the predecessor are still buffered and are
+    /// received first; [`Connection::discard_stale`] drops them instead.
+    ///
+    /// # Errors
+    ///
+    /// `Busy` while a live handle holds `end`, and those of [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmsync::{End, OpenError, Options, Pipe};
+    ///
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-pipe-end-{}", std::process::id());
+    /// let server = Pipe::create_with(&name, 4096, &opts)?;
+    /// assert_eq!(server.end(), End::A);
+    /// assert!(matches!(Pipe::open_end_with(&name, End::A, &opts), Err(OpenError::Busy)));
+    /// drop(server); // or the server's process dies
+    /// let restarted = Pipe::open_end_with(&name, End::A, &opts)?;
+    /// assert_eq!(restarted.generation(), 2);
+    /// Pipe::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_end(name: &str, end: End) -> Result<Connection, OpenError> {
+        Self::open_end_with(name, end, &Options::new())
+    }
+
+    /// [`open_end`](Self::open_end) with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_end`](Self::open_end).
+    pub fn open_end_with(name: &str, end: End, opts: &Options) -> Result<Connection, OpenError> {
+        Connection::attach(Segment::open(name, &expected(), opts)?, end)
+    }
+
     /// Opens the pipe `name`, or creates a duplex one if absent, race-free between
     /// processes: end A to the caller that created it, end B to one that opened it.
     ///
@@ -279,6 +324,11 @@ pub struct Connection {
     reader: Option<ByteReader>,
     /// Bytes of the oldest message already taken by `io::Read`.
     partial: usize,
+    /// This attachment's generation (see [`Connection::generation`]).
+    generation: u32,
+    /// Where the incoming messages the peer had sent before this end attached end: the
+    /// ones [`Connection::discard_stale`] drops.
+    stale_until: u64,
     /// Whether a waiting call spins before it sleeps.
     spin: bool,
     /// This end's and the other end's shared state, looked up once.
@@ -326,7 +376,7 @@ impl Connection {
             End::B => (&control.b, &control.a, to_b, Some(to_a)),
         };
         // SAFETY: the claim is dropped before the mapping (field order of Connection).
-        let claim = unsafe { me.claim() }?;
+        let (claim, generation) = unsafe { me.claim() }?;
         // SAFETY: our claim of this end makes us the only reader of the incoming ring and
         // the only writer of the outgoing one.
         let reader = incoming.map(|r| unsafe { ByteReader::attach(r) }).transpose();
@@ -335,12 +385,20 @@ impl Connection {
         let (Ok(reader), Ok(writer)) = (reader, writer) else {
             return Err(OpenError::Corrupted);
         };
+        // Everything published so far was addressed to an earlier holder of this end.
+        let stale_until = match (&reader, incoming) {
+            (Some(r), Some(ring)) => ring.settled_tail(r.head()).map(|(_, t)| t),
+            _ => Ok(0),
+        }
+        .map_err(|_| OpenError::Corrupted)?;
         Ok(Self {
             _claim: claim,
             end,
             writer,
             reader,
             partial: 0,
+            generation,
+            stale_until,
             spin: true,
             me: NonNull::from(&**me),
             peer: NonNull::from(&**peer),
@@ -376,6 +434,57 @@ impl Connection {
     /// Whether this end can receive (false on the sending end of a one-way pipe).
     pub fn can_recv(&self) -> bool {
         self.reader.is_some()
+    }
+
+    /// Which end of the pipe this connection holds.
+    pub fn end(&self) -> End {
+        self.end
+    }
+
+    /// How many times this end of the pipe has been taken up, counting this connection:
+    /// 1 for the first holder of the end, 2 for the one after it (a restarted process),
+    /// and so on.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The other end's [`generation`](Self::generation) right now: 0 before anyone took
+    /// it up. A change tells a server that a new client holds the other end (the old one
+    /// left or died), so that it can drop what it kept for the old one.
+    pub fn peer_generation(&self) -> u32 {
+        self.sides().1.generation()
+    }
+
+    /// Drops every message still buffered that the other end had sent before this
+    /// connection took up its end, addressed to a predecessor (a client that died before
+    /// reading its replies, say), and returns how many. Messages sent since are kept. A
+    /// message that was being sent at the very moment this end attached counts as
+    /// before. Without this call nothing is dropped: a new holder of an end receives what
+    /// its predecessor left unread.
+    ///
+    /// # Errors
+    ///
+    /// `SendOnly` on the sending end of a one-way pipe; `Corrupted`.
+    pub fn discard_stale(&mut self) -> Result<usize, RecvError> {
+        let (_, peer) = self.sides();
+        let until = self.stale_until;
+        let Some(reader) = self.reader.as_mut() else { return Err(RecvError::SendOnly) };
+        let mut dropped = 0;
+        while (until.wrapping_sub(reader.head()) as i64) > 0 {
+            match reader.peek() {
+                Ok(Some(frame)) => {
+                    reader.release(frame);
+                    self.partial = 0;
+                    dropped += 1;
+                }
+                Ok(None) => break,
+                Err(_) => return Err(RecvError::Corrupted),
+            }
+        }
+        if dropped > 0 {
+            peer.wake();
+        }
+        Ok(dropped)
     }
 
     /// Whether the other end had attached and is gone (dropped, or its process died).

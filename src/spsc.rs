@@ -241,7 +241,7 @@ queue_constructors!(Producer, "producer");
 impl<T: bytemuck::Pod> Producer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
-        let claim = unsafe { queue.control().producer.claim() }?;
+        let (claim, _) = unsafe { queue.control().producer.claim() }?;
         // SAFETY: our claim makes this the only writer of the ring.
         let writer = unsafe { Writer::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let consumer = NonNull::from(&*queue.control().consumer);
@@ -442,7 +442,7 @@ queue_constructors!(Consumer, "consumer");
 impl<T: bytemuck::Pod> Consumer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
-        let claim = unsafe { queue.control().consumer.claim() }?;
+        let (claim, _) = unsafe { queue.control().consumer.claim() }?;
         // SAFETY: our claim makes this the only reader of the ring.
         let reader = unsafe { Reader::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let producer = NonNull::from(&*queue.control().producer);

@@ -425,3 +425,128 @@ fn a_hostile_length_header_is_corrupted_not_trusted() {
     assert_eq!(a.read(&mut [0; 4]).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     Pipe::unlink(&name).unwrap();
 }
+
+/// The child roles of the re-attachment tests: open end B, do what `ACT` says, then idle
+/// until killed.
+fn play_b() -> bool {
+    if role().as_deref() != Some("b") {
+        return false;
+    }
+    let mut b = Pipe::open(&arg("PIPE")).unwrap();
+    if arg("ACT") == "send" {
+        b.send_timeout(b"from the old b", LIMIT).unwrap();
+    }
+    report("ready");
+    std::thread::sleep(LIMIT);
+    true
+}
+
+/// Finding 4 of the kill loops: end B's writer died after publishing a frame's header
+/// and before storing `tail`, and end A consumed that frame, so the ring to A had
+/// `head > tail`; opening end B again said `Corrupted` for good.
+#[test]
+fn end_b_reopens_after_its_writer_died_between_header_and_tail() {
+    if play_b() {
+        return;
+    }
+    let test = "end_b_reopens_after_its_writer_died_between_header_and_tail";
+    let name = unique_name("unrecorded-tail");
+    let _cleanup = Remove::shm(&name);
+    let mut a = Pipe::create(&name, 4096).unwrap();
+    let mut old_b = spawn(test, "b", &[("PIPE", &name), ("ACT", "send")]);
+    old_b.expect("ready", LIMIT);
+    assert_eq!(&*a.recv_timeout(LIMIT).unwrap(), b"from the old b");
+    old_b.kill();
+    // Undo the `tail` store of that frame through a second mapping: the ring to A starts
+    // the payload (at 128), head at +0, tail at +128; the frame took 8 + 16 bytes.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::path::Path::new("/dev/shm").join(&name))
+        .unwrap();
+    // SAFETY: a second mapping; nobody writes the ring to A while B is dead.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    let word = |map: &memmap2::MmapMut, at: usize| {
+        u64::from_le_bytes(map[128 + at..136 + at].try_into().unwrap())
+    };
+    let (head, tail) = (word(&map, 0), word(&map, 128));
+    assert_eq!((head, tail), (24, 24));
+    map[256..264].copy_from_slice(&0u64.to_le_bytes());
+
+    let mut b = Pipe::open(&name).expect("end B re-opens");
+    assert_eq!(word(&map, 128), 24, "the new writer settled tail past the consumed frame");
+    b.send_timeout(b"from the new b", LIMIT).unwrap();
+    assert_eq!(&*a.recv_timeout(LIMIT).unwrap(), b"from the new b", "nothing replayed");
+    a.send_timeout(b"to the new b", LIMIT).unwrap();
+    assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), b"to the new b");
+    drop((a, b));
+    Pipe::unlink(&name).unwrap();
+}
+
+/// Finding 5 of the kill loops: once the creator (end A) died, `create` said
+/// `AlreadyExists` and `open` handed out end B, so a server could not be restarted
+/// without unlinking the pipe.
+#[test]
+fn end_a_is_taken_up_again_after_its_holder_was_killed() {
+    if role().as_deref() == Some("a") {
+        let mut a = Pipe::create(&arg("PIPE"), 4096).unwrap();
+        a.send_timeout(b"from the old a", LIMIT).unwrap();
+        report("ready");
+        std::thread::sleep(LIMIT);
+        return;
+    }
+    let name = unique_name("reclaim-a");
+    let _cleanup = Remove::shm(&name);
+    let mut old_a =
+        spawn("end_a_is_taken_up_again_after_its_holder_was_killed", "a", &[("PIPE", &name)]);
+    old_a.expect("ready", LIMIT);
+    let mut b = Pipe::open(&name).unwrap();
+    assert_eq!((b.end(), b.generation(), b.peer_generation()), (shmsync::End::B, 1, 1));
+    assert!(matches!(Pipe::open_end(&name, shmsync::End::A), Err(OpenError::Busy)));
+    old_a.kill();
+    assert!(matches!(Pipe::create(&name, 4096), Err(OpenError::AlreadyExists)));
+    let mut a = Pipe::open_end(&name, shmsync::End::A).expect("end A re-claimed");
+    assert_eq!((a.end(), a.generation(), b.peer_generation()), (shmsync::End::A, 2, 2));
+    assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), b"from the old a", "nothing lost");
+    a.send_timeout(b"from the new a", LIMIT).unwrap();
+    assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), b"from the new a");
+    b.send_timeout(b"to the new a", LIMIT).unwrap();
+    assert_eq!(&*a.recv_timeout(LIMIT).unwrap(), b"to the new a");
+    drop((a, b));
+    Pipe::unlink(&name).unwrap();
+}
+
+/// Finding 6 of the kill loops: a restarted client received the replies meant for its
+/// dead predecessor, with no way to tell them apart. `discard_stale` drops exactly those;
+/// by default they are still delivered.
+#[test]
+fn a_restarted_end_can_drop_what_was_sent_to_its_predecessor() {
+    if play_b() {
+        return;
+    }
+    let test = "a_restarted_end_can_drop_what_was_sent_to_its_predecessor";
+    let name = unique_name("stale");
+    let _cleanup = Remove::shm(&name);
+    let mut a = Pipe::create(&name, 4096).unwrap();
+    let mut old_b = spawn(test, "b", &[("PIPE", &name), ("ACT", "idle")]);
+    old_b.expect("ready", LIMIT);
+    assert_eq!(a.peer_generation(), 1);
+    for i in 0..5u8 {
+        a.send_timeout(&[b'r', i], LIMIT).unwrap(); // replies the old client never reads
+    }
+    old_b.kill();
+
+    // By default, nothing is lost: the new holder of B gets them.
+    let mut b = Pipe::open(&name).unwrap();
+    assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), &[b'r', 0]);
+    drop(b);
+    let mut b = Pipe::open(&name).unwrap();
+    assert_eq!((b.generation(), a.peer_generation()), (3, 3));
+    a.send_timeout(b"fresh", LIMIT).unwrap(); // sent after the new B attached
+    assert_eq!(b.discard_stale(), Ok(4), "the four replies left for the dead clients");
+    assert_eq!(b.discard_stale(), Ok(0), "idempotent");
+    assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), b"fresh");
+    assert_eq!(b.try_recv().unwrap_err(), RecvError::Empty);
+    drop((a, b));
+    Pipe::unlink(&name).unwrap();
+}

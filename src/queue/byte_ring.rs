@@ -185,6 +185,23 @@ impl ByteRing {
         unsafe { self.data.as_ptr().cast::<u8>().add(offset) }
     }
 
+    /// The writer's position as `tail` records it, and as it really is: past the frame
+    /// (with its skip marker) a writer published at the recorded `tail` without recording
+    /// it, if it died between the two stores (or is between them now). The reader may
+    /// have consumed that frame already, so `head` is checked against the real position.
+    pub(crate) fn settled_tail(&self, head: u64) -> Result<(u64, u64), Corrupted> {
+        let recorded = self.indices().tail.load(Ordering::Acquire);
+        if recorded % 8 != 0 {
+            return Err(Corrupted);
+        }
+        let tail = match self.frame_at(recorded)? {
+            Some(frame) => frame.end,
+            None => recorded,
+        };
+        check(self, head, tail)?;
+        Ok((recorded, tail))
+    }
+
     /// The frame published at `position`, if any: `Ok(None)` while its header is not
     /// there. Follows one skip marker.
     fn frame_at(&self, position: u64) -> Result<Option<Frame>, Corrupted> {
@@ -253,12 +270,9 @@ impl ByteWriter {
     /// No other `ByteWriter` of this ring may be used while this one is.
     pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
         let i = ring.indices();
-        let mut tail = i.tail.load(Ordering::Acquire);
         let head = i.head.load(Ordering::Acquire);
-        check(&ring, head, tail)?;
-        if let Some(frame) = ring.frame_at(tail)? {
-            tail = frame.end;
-            check(&ring, head, tail)?;
+        let (recorded, tail) = ring.settled_tail(head)?;
+        if tail != recorded {
             i.tail.store(tail, Ordering::Release);
         }
         let mut writer = Self { ring, tail, head_seen: head };
@@ -412,11 +426,14 @@ impl ByteReader {
     ///
     /// No other `ByteReader` of this ring may be used while this one is.
     pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
-        let i = ring.indices();
-        let head = i.head.load(Ordering::Acquire);
-        let tail = i.tail.load(Ordering::Acquire);
-        check(&ring, head, tail)?;
+        let head = ring.indices().head.load(Ordering::Acquire);
+        ring.settled_tail(head)?;
         Ok(Self { ring, head })
+    }
+
+    /// The position of the next message to read.
+    pub(crate) fn head(&self) -> u64 {
+        self.head
     }
 
     /// Whether a message (or garbage to report) is waiting.
@@ -679,6 +696,32 @@ mod tests {
         assert!(send(&mut w, &[4; 8]));
         assert_eq!(recv(&mut r).unwrap().unwrap(), [3; 16]);
         assert_eq!(recv(&mut r).unwrap().unwrap(), [4; 8]);
+    }
+
+    #[test]
+    fn ends_re_attach_after_the_reader_consumed_a_frame_whose_tail_was_never_recorded() {
+        let heap = HeapRing::new(64);
+        let (mut w, mut r) = heap.ends();
+        // Near the end of the data area, so the next frame wraps with a skip marker.
+        for msg in [&b"abcdefghijklmnop"[..], b"0123456789abcdef"] {
+            assert!(send(&mut w, msg));
+            assert_eq!(recv(&mut r).unwrap().as_deref(), Some(msg));
+        }
+        let before = heap.ring().indices().tail.load(Ordering::Relaxed);
+        assert!(send(&mut w, b"wraps-round!")); // skip marker + frame at offset 0
+        assert_eq!(recv(&mut r).unwrap().as_deref(), Some(&b"wraps-round!"[..]));
+        // The writer died after publishing the header and skip marker, before `tail`.
+        heap.ring().indices().tail.store(before, Ordering::Relaxed);
+        let head = heap.ring().indices().head.load(Ordering::Relaxed);
+        assert!(head > before, "the reader is past the recorded tail");
+        // SAFETY: the old ends are shadowed and never used again; these are the only ones.
+        let (mut w, mut r) = unsafe {
+            (ByteWriter::attach(heap.ring()).unwrap(), ByteReader::attach(heap.ring()).unwrap())
+        };
+        assert_eq!(heap.ring().indices().tail.load(Ordering::Relaxed), head, "tail settled");
+        assert_eq!(recv(&mut r).unwrap(), None, "nothing replayed");
+        assert!(send(&mut w, b"after"));
+        assert_eq!(recv(&mut r).unwrap().as_deref(), Some(&b"after"[..]));
     }
 
     #[test]
