@@ -481,6 +481,16 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// to pop; `Corrupted(value)`.
     #[inline]
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.push_once(value) {
+            Ok(()) => Ok(()),
+            Err(PushFailure::Full(v)) => self.full(v),
+            Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
+        }
+    }
+
+    /// One attempt to push, with this thread's claim marked in its lane meanwhile.
+    #[inline]
+    fn push_once(&self, value: T) -> Result<(), PushFailure<T>> {
         let lane = self.lane();
         let pushed = self
             .inner
@@ -488,25 +498,29 @@ impl<T: bytemuck::Pod> Queue<T> {
             .try_push_marked(value, |pos| lane.store(pos.wrapping_add(1), Ordering::Relaxed));
         // Published (or never claimed): nothing of ours can be left half-done.
         lane.store(0, Ordering::Release);
-        match pushed {
-            Ok(()) => {
-                if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
-                    self.announce(PUSHED);
-                }
-                self.control().not_empty.ring();
-                Ok(())
+        if pushed.is_ok() {
+            if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
+                self.announce(PUSHED);
             }
-            Err(PushFailure::Full(v)) => self.full(v),
-            Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
+            self.control().not_empty.ring();
         }
+        pushed
     }
 
-    /// The queue looked full: release a dead consumer's slot if that is what blocks it,
-    /// else report `Full` or `Disconnected`.
+    /// The queue looked full: release slots of dead consumers if that is what blocks it
+    /// (each release frees one slot, and there are at most as many as lanes), else report
+    /// `Full` or `Disconnected`.
     #[cold]
-    fn full(&self, value: T) -> Result<(), PushError<T>> {
-        if self.release_dead_pop() {
-            return self.try_push(value);
+    fn full(&self, mut value: T) -> Result<(), PushError<T>> {
+        for _ in 0..MEMBERS * LANES {
+            if !self.release_dead_pop() {
+                break;
+            }
+            match self.push_once(value) {
+                Ok(()) => return Ok(()),
+                Err(PushFailure::Full(v)) => value = v,
+                Err(PushFailure::Corrupted(v)) => return Err(PushError::Corrupted(v)),
+            }
         }
         if self.alone_after(&self.control().poppers, self.inner.inherited.1) {
             Err(PushError::Disconnected(value))
@@ -610,46 +624,58 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// `Corrupted`.
     #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
+        match self.pop_once() {
+            Ok(v) => Ok(v),
+            Err(PopFailure::Empty) => self.empty(),
+            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+        }
+    }
+
+    /// One attempt to pop, with this thread's claim marked in its lane meanwhile.
+    #[inline]
+    fn pop_once(&self) -> Result<T, PopFailure> {
         let lane = self.lane();
         let popped = self.inner.ring.try_pop_marked(|pos| {
             lane.store(pos.wrapping_add(1) | CONSUMING, Ordering::Relaxed);
         });
         // Released (or never claimed).
         lane.store(0, Ordering::Release);
-        match popped {
-            Ok(v) => {
-                if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
-                    self.announce(POPPED);
-                }
-                self.control().not_full.ring();
-                Ok(v)
+        if popped.is_ok() {
+            if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
+                self.announce(POPPED);
             }
-            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
-            Err(PopFailure::Empty) => self.empty(),
+            self.control().not_full.ring();
         }
+        popped
     }
 
-    /// The queue looked empty: step over a dead producer's hole if that is what hides the
-    /// values behind it, else report `Empty` or `Disconnected`.
+    /// The queue looked empty: step over holes of dead producers if that is what hides
+    /// the values behind them (at most as many as lanes), else report `Empty` or
+    /// `Disconnected`.
     #[cold]
     fn empty(&self) -> Result<T, PopError> {
-        if self.step_over_dead_claim() {
-            return self.try_pop();
+        let mut alone_checked = false;
+        for _ in 0..MEMBERS * LANES {
+            if !self.step_over_dead_claim() {
+                if alone_checked
+                    || !self.alone_after(&self.control().pushers, self.inner.inherited.0)
+                {
+                    break;
+                }
+                // Alone: whatever the others pushed before leaving is visible now, so
+                // look once more (and drain it) before saying Disconnected.
+                alone_checked = true;
+            }
+            match self.pop_once() {
+                Ok(v) => return Ok(v),
+                Err(PopFailure::Empty) => {}
+                Err(PopFailure::Corrupted) => return Err(PopError::Corrupted),
+            }
         }
-        if !self.alone_after(&self.control().pushers, self.inner.inherited.0) {
-            return Err(PopError::Empty);
-        }
-        // Whatever the others pushed before leaving is visible now: drain first.
-        let lane = self.lane();
-        let popped = self.inner.ring.try_pop_marked(|pos| {
-            lane.store(pos.wrapping_add(1) | CONSUMING, Ordering::Relaxed);
-        });
-        lane.store(0, Ordering::Release);
-        match popped {
-            Ok(v) => Ok(v),
-            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
-            Err(PopFailure::Empty) if self.step_over_dead_claim() => self.try_pop(),
-            Err(PopFailure::Empty) => Err(PopError::Disconnected),
+        if alone_checked && self.inner.ring.unpublished_head().is_none() {
+            Err(PopError::Disconnected)
+        } else {
+            Err(PopError::Empty)
         }
     }
 

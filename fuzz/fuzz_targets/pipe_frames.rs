@@ -9,6 +9,13 @@
 //! result must match the model exactly; a hostile write (a word into a ring's data or
 //! positions, through a second mapping of the file) ends the model, and from then on
 //! nothing may panic, hang or read out of bounds.
+//!
+//! Deaths are fuzzed too, in the model: an end is dropped and taken up again
+//! (`Pipe::open_end`), the receiving end with or without `discard_stale`, and the sending
+//! end after its last frame's `tail` store is undone (the state of a writer killed
+//! between publishing a header and storing `tail`, which the reader may already have
+//! consumed). The model must hold across every re-attachment: nothing lost, nothing
+//! delivered twice.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -17,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use shmsync::{Connection, Options, Pipe, RecvError, SendError};
+use shmsync::{Connection, End, Options, Pipe, RecvError, SendError};
 
 #[path = "shared/scratch.rs"]
 mod scratch;
@@ -139,41 +146,88 @@ fn write(tx: &mut Connection, model: &mut Model, n: usize, seed: u8) {
     model.messages.push_back(buf[..took].to_vec());
 }
 
+/// Where the `tail` of the ring towards `end` is, in the file.
+fn tail_at(towards: End) -> usize {
+    PAYLOAD + if towards == End::A { 128 } else { 384 }
+}
+
+fn read_word(map: &memmap2::MmapMut, at: usize) -> u64 {
+    u64::from_ne_bytes(map[at..at + 8].try_into().unwrap())
+}
+
 fuzz_target!(|data: &[u8]| {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let opts = Options::new().dir(dir());
     let name = format!("p{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut a = Pipe::create_with(&name, CAPACITY, &opts).unwrap();
-    let mut b = Pipe::open_with(&name, &opts).unwrap();
+    let a = Pipe::create_with(&name, CAPACITY, &opts).unwrap();
+    let b = Pipe::open_with(&name, &opts).unwrap();
     let file = std::fs::OpenOptions::new().read(true).write(true).open(dir().join(&name)).unwrap();
-    Pipe::unlink_with(&name, &opts).unwrap();
     // SAFETY: a second shared mapping of the pipe's file; only this thread writes it.
     let mut peer = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
     let ring = a.capacity();
-    let (mut to_b, mut to_a) = (Model::default(), Model::default());
+    let mut ends = [a, b];
+    let mut models = [Model::default(), Model::default()]; // towards B, towards A
+    // Per direction: `tail` before the last successful send, while it is the last frame.
+    let mut rewind: [Option<u64>; 2] = [None, None];
     let mut trusted = true;
 
     for op in data.chunks_exact(3) {
         let (code, x, y) = (op[0], usize::from(op[1]), op[2]);
-        let (tx, rx, model) = if code & 1 == 0 {
-            (&mut a, &mut b, &mut to_b)
-        } else {
-            (&mut b, &mut a, &mut to_a)
-        };
+        // Direction 0: A sends to B; direction 1: B sends to A.
+        let dir = usize::from(code & 1);
+        let (sender, receiver) = if dir == 0 { (End::A, End::B) } else { (End::B, End::A) };
+        let [ea, eb] = &mut ends;
+        let (tx, rx) = if dir == 0 { (ea, eb) } else { (eb, ea) };
+        let model = &mut models[dir];
         let len = x % (tx.max_message() + 3);
-        match (code >> 1) % 10 {
-            0 | 1 => send(tx, model, message(len, y), false, trusted),
-            2 => send(tx, model, message(len, y), true, trusted),
+        match (code >> 1) % 13 {
+            0 | 1 | 2 => {
+                let before = read_word(&peer, tail_at(receiver));
+                let queued = model.messages.len();
+                send(tx, model, message(len, y), code & 2 != 0, trusted);
+                rewind[dir] = (model.messages.len() > queued).then_some(before);
+            }
             3 | 4 => try_recv(rx, model, trusted),
             // The blocking forms only where the model says they return at once.
             5 if trusted => recv_into(rx, model),
             6 if trusted => read(rx, model, x % 80 + 1),
-            7 if trusted => write(tx, model, x % 80, y),
+            7 if trusted => {
+                rewind[dir] = None;
+                write(tx, model, x % 80, y);
+            }
             5..=7 => {}
             8 => {
                 let ready = rx.poll(Duration::ZERO);
                 if trusted {
                     assert_eq!(ready, !model.messages.is_empty());
+                }
+            }
+            9 => {
+                // The sender dies after publishing its last frame, before `tail`; a new
+                // process takes up its end.
+                if let Some(before) = rewind[dir].take().filter(|_| trusted) {
+                    peer[tail_at(receiver)..][..8].copy_from_slice(&before.to_ne_bytes());
+                }
+                let slot = if sender == End::A { 0 } else { 1 };
+                drop(std::mem::replace(&mut ends[slot], placeholder(&opts)));
+                ends[slot] = reopen(&name, sender, &opts, trusted);
+                // The end also received the other direction: a partly read message there
+                // is received whole by the new process.
+                models[1 - dir].partial = 0;
+            }
+            10 | 11 => {
+                // The receiver dies; a new process takes up its end, and with op 11 drops
+                // what was sent to its predecessor.
+                let slot = if receiver == End::A { 0 } else { 1 };
+                drop(std::mem::replace(&mut ends[slot], placeholder(&opts)));
+                ends[slot] = reopen(&name, receiver, &opts, trusted);
+                models[dir].partial = 0;
+                if (code >> 1) % 13 == 11 {
+                    let dropped = ends[slot].discard_stale();
+                    if trusted {
+                        assert_eq!(dropped, Ok(models[dir].messages.len()));
+                        models[dir].messages.clear();
+                    }
                 }
             }
             _ => {
@@ -190,4 +244,27 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    drop(ends);
+    Pipe::unlink_with(&name, &opts).unwrap();
 });
+
+/// A connection to stand in a slot while its end is re-opened: an end of a pipe of its
+/// own.
+fn placeholder(opts: &Options) -> Connection {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("q{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let conn = Pipe::create_with(&name, CAPACITY, opts).unwrap();
+    Pipe::unlink_with(&name, opts).unwrap();
+    conn
+}
+
+/// Takes up `end` of `name` again; it must succeed unless hostile writes came first.
+fn reopen(name: &str, end: End, opts: &Options, trusted: bool) -> Connection {
+    match Pipe::open_end_with(name, end, opts) {
+        Ok(conn) => conn,
+        Err(e) => {
+            assert!(!trusted, "end {end:?} could not be taken up again: {e}");
+            placeholder(opts)
+        }
+    }
+}

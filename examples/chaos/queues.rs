@@ -1,0 +1,286 @@
+//! Kill loops for the SPSC and MPMC queues: producers push numbered values, consumers
+//! record every value they pop in the ledger; either role is killed and replaced.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use shmsync::{OpenError, PopError, PushError, Shared, mpmc, spsc};
+
+use crate::board::{Board, Ledger, PER_GEN, encode, now_ns};
+use crate::fleet::{Fleet, Rng, pause, wait_until};
+use crate::{HANG, Report, Run};
+
+/// How long one blocking call waits in a child before looking at the stop flag.
+const STEP: Duration = Duration::from_millis(100);
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("started without {key}"))
+}
+
+/// Opens with `open`, retrying while the role or member is `Busy` (its last holder's
+/// death is being processed), for at most [`HANG`].
+fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError>) -> T {
+    let end = std::time::Instant::now() + HANG;
+    loop {
+        match open() {
+            Ok(handle) => return handle,
+            Err(OpenError::Busy) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                board.hangs.fetch_add(1, Ordering::Relaxed);
+                panic!("chaos: cannot open: {e}");
+            }
+        }
+    }
+}
+
+/// The first time a survivor sees `Disconnected` after the parent reset the mark.
+fn saw_disconnected(board: &Board) {
+    let _ =
+        board.disconnected_at.compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_micros(100));
+}
+
+/// Pushes numbered values with `push` until told to stop, confirming each accepted one.
+fn produce(
+    board: &Board,
+    ledger: &Ledger,
+    mut push: impl FnMut(u64) -> Result<(), PushError<u64>>,
+) {
+    while !board.stopping() {
+        let Some(incarnation) = ledger.new_gen() else {
+            eprintln!("chaos: the ledger ran out of producer incarnations");
+            board.hangs.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        for seq in 0..PER_GEN {
+            let v = encode(incarnation, seq);
+            loop {
+                if board.stopping() {
+                    return;
+                }
+                match push(v) {
+                    Ok(()) => break,
+                    Err(PushError::Timeout(_) | PushError::Full(_)) => {}
+                    Err(PushError::Disconnected(_)) => saw_disconnected(board),
+                    Err(_) => {
+                        board.garbage.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            ledger.confirm(incarnation, seq);
+            // A steady trickle rather than a flood: the ledger counts every value.
+            if seq % 16 == 15 {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+}
+
+/// Pops with `pop` until told to stop, recording every value.
+fn consume(board: &Board, ledger: &Ledger, mut pop: impl FnMut() -> Result<u64, PopError>) {
+    while !board.stopping() {
+        match pop() {
+            Ok(v) => board.arrived(ledger, v, 0),
+            Err(PopError::Timeout | PopError::Empty) => {}
+            Err(PopError::Disconnected) => saw_disconnected(board),
+            Err(_) => {
+                board.garbage.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// The child processes of both scenarios.
+pub fn child(scenario: &str, role: &str, _slot: usize) {
+    let board = Shared::<Board>::open(&env("BOARD")).expect("open the board");
+    let ledger = Shared::<Ledger>::open(&env("LEDGER")).expect("open the ledger");
+    let name = env("OBJ");
+    match (scenario, role) {
+        ("spsc", "producer") => {
+            let mut tx = open_retrying(&board, || spsc::Producer::<u64>::open(&name));
+            produce(&board, &ledger, |v| tx.push_timeout(v, STEP));
+        }
+        ("spsc", "consumer") => {
+            let mut rx = open_retrying(&board, || spsc::Consumer::<u64>::open(&name));
+            consume(&board, &ledger, || rx.pop_timeout(STEP));
+        }
+        ("mpmc", "producer") => {
+            let q = open_retrying(&board, || mpmc::Queue::<u64>::open(&name));
+            produce(&board, &ledger, |v| q.push_timeout(v, STEP));
+        }
+        ("mpmc", "consumer") => {
+            let q = open_retrying(&board, || mpmc::Queue::<u64>::open(&name));
+            consume(&board, &ledger, || q.pop_timeout(STEP));
+        }
+        other => panic!("unknown role {other:?}"),
+    }
+}
+
+/// The objects of one queue scenario.
+struct Setup {
+    obj: String,
+    board_name: String,
+    ledger_name: String,
+    board: Shared<Board>,
+    ledger: Shared<Ledger>,
+}
+
+impl Setup {
+    fn new(run: &Run) -> Self {
+        let board_name = format!("{}-board", run.prefix);
+        let ledger_name = format!("{}-ledger", run.prefix);
+        Self {
+            obj: format!("{}-queue", run.prefix),
+            board: Shared::<Board>::create(&board_name, |_| {}).expect("create the board"),
+            ledger: Shared::<Ledger>::create(&ledger_name, |_| {}).expect("create the ledger"),
+            board_name,
+            ledger_name,
+        }
+    }
+
+    fn fleet(&self, scenario: &'static str, slots: usize) -> Fleet {
+        let env = [
+            ("OBJ", self.obj.as_str()),
+            ("BOARD", self.board_name.as_str()),
+            ("LEDGER", self.ledger_name.as_str()),
+        ];
+        Fleet::new(scenario, &env, slots)
+    }
+
+    /// Ledger totals into the report; the allowance is one value per killed consumer.
+    fn account(&self, report: &mut Report) {
+        let (lost, accepted) = self.ledger.lost();
+        report.lost = lost;
+        report.lost_allowed =
+            report.kinds.iter().filter(|(k, _)| *k == "consumers").map(|(_, n)| n).sum();
+        report.operations = accepted;
+        report.hangs += self.board.hangs.load(Ordering::Acquire);
+        report.garbage += self.board.garbage.load(Ordering::Acquire);
+        report.duplicated += self.board.duplicated.load(Ordering::Acquire);
+        report.notes = format!("producer_incarnations={}", self.ledger.gens());
+    }
+
+    fn remove(&self) {
+        let _ = Shared::<Board>::unlink(&self.board_name);
+        let _ = Shared::<Ledger>::unlink(&self.ledger_name);
+    }
+}
+
+pub fn spsc(run: &Run) -> Report {
+    let mut report = Report::new("spsc");
+    let setup = Setup::new(run);
+    let board = &setup.board;
+    // Made here, its roles left to the children.
+    drop(spsc::Producer::<u64>::create(&setup.obj, 64).expect("create the queue"));
+    let mut fleet = setup.fleet("spsc", 2);
+    let roles = ["producer", "consumer"];
+    fleet.spawn(0, roles[0]);
+    fleet.spawn(1, roles[1]);
+    let mut rng = Rng::new(run.seed);
+    wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
+    for _ in 0..run.kills {
+        pause(rng.pause(3_000));
+        let slot = rng.below(2) as usize;
+        board.disconnected_at.store(0, Ordering::Release);
+        let t = now_ns();
+        fleet.kill(slot);
+        report.killed(if slot == 0 { "producers" } else { "consumers" });
+        // The survivor must notice, blocked or not.
+        if wait_until(HANG, || board.disconnected_at.load(Ordering::Acquire) != 0) {
+            report.recoveries.push(board.disconnected_at.load(Ordering::Acquire).saturating_sub(t));
+        } else {
+            eprintln!("chaos spsc: the survivor never saw Disconnected");
+            report.hangs += 1;
+        }
+        pause(rng.pause(5_000));
+        fleet.spawn(slot, roles[slot]);
+        let before = board.progress.load(Ordering::Acquire);
+        if !wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+            eprintln!("chaos spsc: no value delivered for {HANG:?} after a replacement");
+            report.hangs += 1;
+        }
+    }
+    board.stop.store(1, Ordering::Release);
+    report.hangs += fleet.finish(HANG * 3);
+    // Drain what is left, as the consumer.
+    let mut rx = spsc::Consumer::<u64>::open(&setup.obj).expect("the consumer role at the end");
+    while let Ok(v) = rx.try_pop() {
+        board.arrived(&setup.ledger, v, 0);
+    }
+    drop(rx);
+    setup.account(&mut report);
+    drop(fleet);
+    let _ = spsc::Producer::<u64>::unlink(&setup.obj);
+    setup.remove();
+    report
+}
+
+pub fn mpmc(run: &Run) -> Report {
+    let mut report = Report::new("mpmc");
+    let setup = Setup::new(run);
+    let board = &setup.board;
+    let q = mpmc::Queue::<u64>::create(&setup.obj, 256).expect("create the queue");
+    let mut fleet = setup.fleet("mpmc", 4);
+    let roles = ["producer", "producer", "consumer", "consumer"];
+    for (slot, role) in roles.iter().enumerate() {
+        fleet.spawn(slot, role);
+    }
+    let mut rng = Rng::new(run.seed);
+    wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
+    for _ in 0..run.kills {
+        pause(rng.pause(3_000));
+        let slot = rng.below(4) as usize;
+        let before = board.progress.load(Ordering::Acquire);
+        let t = now_ns();
+        fleet.kill(slot);
+        report.killed(if slot < 2 { "producers" } else { "consumers" });
+        // The other producer and consumer go on: the queue must move again.
+        if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+            report.recoveries.push(now_ns() - t);
+        } else {
+            eprintln!("chaos mpmc: no value delivered for {HANG:?} after a kill (len {})", q.len());
+            report.hangs += 1;
+        }
+        // Replacements come at once or late (up to 90 ms), as a supervisor's would.
+        let delay = if rng.below(4) == 0 { 10_000 + rng.below(80_000) } else { rng.below(10_000) };
+        pause(Duration::from_micros(delay));
+        fleet.spawn(slot, roles[slot]);
+        let before = board.progress.load(Ordering::Acquire);
+        if !wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+            eprintln!("chaos mpmc: no value delivered for {HANG:?} after a replacement");
+            report.hangs += 1;
+        }
+    }
+    board.stop.store(1, Ordering::Release);
+    report.hangs += fleet.finish(HANG * 3);
+    // Drain what is left (stepping over any hole a killed producer left).
+    let end = std::time::Instant::now() + HANG;
+    loop {
+        match q.pop_timeout(Duration::from_millis(50)) {
+            Ok(v) => board.arrived(&setup.ledger, v, 0),
+            Err(PopError::Timeout | PopError::Empty | PopError::Disconnected) => {
+                if q.is_empty() || std::time::Instant::now() > end {
+                    break;
+                }
+            }
+            Err(_) => {
+                report.garbage += 1;
+                break;
+            }
+        }
+    }
+    if !q.is_empty() {
+        eprintln!("chaos mpmc: {} values stranded at the end", q.len());
+        report.hangs += 1;
+    }
+    setup.account(&mut report);
+    drop(fleet);
+    drop(q);
+    let _ = mpmc::Queue::<u64>::unlink(&setup.obj);
+    setup.remove();
+    report
+}

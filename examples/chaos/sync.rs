@@ -1,0 +1,335 @@
+//! Kill loops for the Lock, the Condition and the Semaphore.
+
+use shmsync::{Condition, Lock, LockError, LockGuard, Semaphore, Shared, TryLockError};
+use std::sync::atomic::Ordering;
+
+use crate::board::{Board, now_ns};
+use crate::fleet::{Fleet, Rng, pause, wait_until};
+use crate::{HANG, Report, Run};
+
+const WORKERS: usize = 3;
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("started without {key}"))
+}
+
+/// The child processes of the three scenarios.
+pub fn child(scenario: &str, role: &str, slot: usize) {
+    let board = Shared::<Board>::open(&env("BOARD")).expect("open the board");
+    match (scenario, role) {
+        ("lock", "worker") => lock_worker(&board, slot),
+        ("condition", "waiter") => condition_waiter(&board),
+        ("semaphore", "waiter") => semaphore_waiter(&board),
+        other => panic!("unknown role {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lock: three workers lock, update two words that must agree, unlock; any may be killed,
+// holding the lock or waiting for it.
+
+/// The critical section: the count and this slot's share of it must agree on entry
+/// unless the previous holder died inside (then they are repaired).
+fn critical(board: &Board, slot: usize, owner_died: bool) {
+    let me = u64::from(std::process::id());
+    let before = board.inside.swap(me, Ordering::AcqRel);
+    let shares: u64 = board.per_worker.iter().map(|w| w.load(Ordering::Acquire)).sum();
+    let count = board.counter.load(Ordering::Acquire);
+    if owner_died {
+        board.repaired.fetch_add(1, Ordering::Relaxed);
+        board.counter.store(shares, Ordering::Release);
+    } else if before != 0 || count != shares {
+        // Two holders at once, or an update lost without OwnerDied.
+        board.garbage.fetch_add(1, Ordering::Relaxed);
+        board.counter.store(shares, Ordering::Release);
+    }
+    // Two separate stores with a pause between: a death here leaves them disagreeing.
+    let count = board.counter.load(Ordering::Acquire);
+    board.counter.store(count + 1, Ordering::Release);
+    for _ in 0..50 {
+        std::hint::spin_loop();
+    }
+    board.per_worker[slot].fetch_add(1, Ordering::AcqRel);
+    board.inside.store(0, Ordering::Release);
+    board.progress.fetch_add(1, Ordering::Release);
+}
+
+fn lock_worker(board: &Board, slot: usize) {
+    let lock = Lock::open(&env("OBJ")).expect("open the lock");
+    let mut turn = 0u32;
+    while !board.stopping() {
+        // Now and then a pause outside the lock, so that the others fall asleep on it and
+        // wake-ups are handed over (and may be killed in flight), not only spun for.
+        turn = turn.wrapping_add(1);
+        if turn % 8 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(u64::from(turn % 50)));
+        }
+        match lock.try_lock_for(HANG) {
+            Ok(guard) => {
+                critical(board, slot, false);
+                drop(guard);
+            }
+            Err(TryLockError::OwnerDied(mut guard)) => {
+                critical(board, slot, true);
+                guard.mark_consistent();
+            }
+            Err(TryLockError::WouldBlock) => {
+                board.hangs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                board.garbage.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+pub fn lock(run: &Run) -> Report {
+    let mut report = Report::new("lock");
+    let (obj, board_name) = (format!("{}-lock", run.prefix), format!("{}-board", run.prefix));
+    let lock = Lock::create(&obj).expect("create the lock");
+    let board = Shared::<Board>::create(&board_name, |_| {}).expect("create the board");
+    let mut fleet = Fleet::new("lock", &[("OBJ", &obj), ("BOARD", &board_name)], WORKERS);
+    for slot in 0..WORKERS {
+        fleet.spawn(slot, "worker");
+    }
+    let mut rng = Rng::new(run.seed);
+    wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
+    for _ in 0..run.kills {
+        pause(rng.pause(2_000));
+        let slot = rng.below(WORKERS as u64) as usize;
+        let victim = u64::from(fleet.pid(slot).expect("a worker in every slot"));
+        let holder = board.inside.load(Ordering::Acquire) == victim;
+        let before = board.progress.load(Ordering::Acquire);
+        let t = now_ns();
+        fleet.kill(slot);
+        report.killed(if holder { "holders" } else { "waiters" });
+        // The survivors go on: the next acquisition is the recovery. Then every
+        // survivor must get the lock again: a waiter left asleep on a free lock while the
+        // others pass it between them by spinning would starve.
+        if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+            report.recoveries.push(now_ns() - t);
+        } else {
+            eprintln!("chaos lock: no acquisition for {HANG:?} after a kill: {lock:?}");
+            report.hangs += 1;
+        }
+        let shares = |s: usize| board.per_worker[s].load(Ordering::Acquire);
+        let seen: Vec<u64> = (0..WORKERS).map(shares).collect();
+        let survivors_moved = || (0..WORKERS).all(|s| s == slot || shares(s) > seen[s]);
+        if !wait_until(HANG, survivors_moved) {
+            eprintln!("chaos lock: a surviving worker starved for {HANG:?}: {lock:?}");
+            report.hangs += 1;
+        }
+        pause(rng.pause(3_000));
+        fleet.spawn(slot, "worker");
+    }
+    board.stop.store(1, Ordering::Release);
+    report.hangs += fleet.finish(HANG * 3);
+    // The final state: the two words agree (after a last repair if a holder died).
+    match lock.try_lock_for(HANG) {
+        Ok(_) => {}
+        Err(TryLockError::OwnerDied(mut g)) => {
+            critical(&board, 0, true);
+            g.mark_consistent();
+        }
+        Err(_) => report.hangs += 1,
+    }
+    let shares: u64 = board.per_worker.iter().map(|w| w.load(Ordering::Acquire)).sum();
+    if board.counter.load(Ordering::Acquire) != shares {
+        report.garbage += 1;
+    }
+    report.operations = board.progress.load(Ordering::Acquire);
+    report.hangs += board.hangs.load(Ordering::Acquire);
+    report.garbage += board.garbage.load(Ordering::Acquire);
+    report.notes = format!(
+        "count={} owner_died_repairs={}",
+        board.counter.load(Ordering::Acquire),
+        board.repaired.load(Ordering::Acquire)
+    );
+    drop(fleet);
+    let _ = Lock::unlink(&obj);
+    let _ = Shared::<Board>::unlink(&board_name);
+    report
+}
+
+// ---------------------------------------------------------------------------------------
+// Condition: the parent makes one token at a time and notifies one waiter; a waiter is
+// killed right after, often the one just woken.
+
+/// Takes the condition's lock, repairing the token counts after a holder's death.
+fn take<'a>(cond: &'a Condition, board: &Board) -> Option<LockGuard<'a>> {
+    match cond.lock() {
+        Ok(g) => Some(g),
+        Err(LockError::OwnerDied(mut g)) => {
+            repair_tokens(board);
+            g.mark_consistent();
+            Some(g)
+        }
+        Err(_) => {
+            board.garbage.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// After a death between taking a token and counting it: what was produced and is not
+/// waiting was consumed.
+fn repair_tokens(board: &Board) {
+    board.repaired.fetch_add(1, Ordering::Relaxed);
+    let produced = board.produced.load(Ordering::Acquire);
+    let tokens = board.tokens.load(Ordering::Acquire);
+    board.consumed.store(produced - tokens.min(produced), Ordering::Release);
+}
+
+fn condition_waiter(board: &Board) {
+    let cond = Condition::open(&env("OBJ")).expect("open the condition");
+    while !board.stopping() {
+        let Some(mut g) = take(&cond, board) else { return };
+        while board.tokens.load(Ordering::Acquire) == 0 && !board.stopping() {
+            // Longer than the parent's bound: a notification lost with a killed waiter
+            // must show as a hang, not be papered over by this timeout.
+            g = match cond.wait_timeout(g, HANG * 3) {
+                Ok((g, _)) => g,
+                Err(LockError::OwnerDied((mut g, _))) => {
+                    repair_tokens(board);
+                    g.mark_consistent();
+                    g
+                }
+                Err(_) => {
+                    board.garbage.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+        }
+        if board.tokens.load(Ordering::Acquire) > 0 {
+            board.tokens.fetch_sub(1, Ordering::AcqRel);
+            board.consumed.fetch_add(1, Ordering::AcqRel);
+            board.progress.fetch_add(1, Ordering::Release);
+        }
+        drop(g);
+    }
+}
+
+pub fn condition(run: &Run) -> Report {
+    let mut report = Report::new("condition");
+    let (obj, board_name) = (format!("{}-cond", run.prefix), format!("{}-board", run.prefix));
+    let cond = Condition::create(&obj).expect("create the condition");
+    let board = Shared::<Board>::create(&board_name, |_| {}).expect("create the board");
+    let mut fleet = Fleet::new("condition", &[("OBJ", &obj), ("BOARD", &board_name)], WORKERS);
+    for slot in 0..WORKERS {
+        fleet.spawn(slot, "waiter");
+    }
+    let mut rng = Rng::new(run.seed);
+    for _ in 0..run.kills {
+        // Let the waiters fall asleep, then hand one token to one of them.
+        pause(rng.pause(3_000));
+        {
+            let Some(_g) = take(&cond, &board) else { break };
+            board.tokens.fetch_add(1, Ordering::AcqRel);
+            board.produced.fetch_add(1, Ordering::AcqRel);
+            cond.notify_one();
+        }
+        // Kill a waiter at once or soon: often the one woken, before it took the token.
+        pause(rng.pause(150));
+        let slot = rng.below(WORKERS as u64) as usize;
+        let outstanding = board.tokens.load(Ordering::Acquire) > 0;
+        let t = now_ns();
+        fleet.kill(slot);
+        report.killed(if outstanding { "waiters, token pending" } else { "waiters" });
+        if wait_until(HANG, || board.tokens.load(Ordering::Acquire) == 0) {
+            if outstanding {
+                report.recoveries.push(now_ns() - t);
+            }
+        } else {
+            eprintln!("chaos condition: a token untaken for {HANG:?}: {cond:?}");
+            report.hangs += 1;
+            cond.notify_all();
+        }
+        fleet.spawn(slot, "waiter");
+    }
+    board.stop.store(1, Ordering::Release);
+    cond.notify_all();
+    report.hangs += fleet.finish(HANG * 3);
+    report.operations = board.produced.load(Ordering::Acquire);
+    report.hangs += board.hangs.load(Ordering::Acquire);
+    report.garbage += board.garbage.load(Ordering::Acquire);
+    let produced = board.produced.load(Ordering::Acquire);
+    let accounted = board.consumed.load(Ordering::Acquire) + board.tokens.load(Ordering::Acquire);
+    // A waiter killed between taking a token and counting it, while the lock was held,
+    // is repaired by the next holder; nothing else may differ.
+    if produced != accounted {
+        report.lost = produced.abs_diff(accounted);
+    }
+    report.notes = format!("owner_died_repairs={}", board.repaired.load(Ordering::Acquire));
+    drop(fleet);
+    let _ = Condition::unlink(&obj);
+    let _ = Shared::<Board>::unlink(&board_name);
+    report
+}
+
+// ---------------------------------------------------------------------------------------
+// Semaphore: the parent releases one permit at a time; a waiter is killed right after.
+
+fn semaphore_waiter(board: &Board) {
+    let sem = Semaphore::open(&env("OBJ")).expect("open the semaphore");
+    while !board.stopping() {
+        // Longer than the parent's bound (see `condition_waiter`).
+        if sem.acquire_timeout(HANG * 3) {
+            board.consumed.fetch_add(1, Ordering::AcqRel);
+            board.progress.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+pub fn semaphore(run: &Run) -> Report {
+    let mut report = Report::new("semaphore");
+    let (obj, board_name) = (format!("{}-sem", run.prefix), format!("{}-board", run.prefix));
+    let sem = Semaphore::create(&obj, 0).expect("create the semaphore");
+    let board = Shared::<Board>::create(&board_name, |_| {}).expect("create the board");
+    let mut fleet = Fleet::new("semaphore", &[("OBJ", &obj), ("BOARD", &board_name)], WORKERS);
+    for slot in 0..WORKERS {
+        fleet.spawn(slot, "waiter");
+    }
+    let mut rng = Rng::new(run.seed);
+    let mut released = 0u64;
+    for _ in 0..run.kills {
+        pause(rng.pause(3_000));
+        sem.release().expect("an unbounded semaphore");
+        released += 1;
+        pause(rng.pause(150));
+        let slot = rng.below(WORKERS as u64) as usize;
+        let outstanding = sem.value() > 0;
+        let t = now_ns();
+        fleet.kill(slot);
+        report.killed(if outstanding { "waiters, permit pending" } else { "waiters" });
+        if wait_until(HANG, || sem.value() == 0) {
+            if outstanding {
+                report.recoveries.push(now_ns() - t);
+            }
+        } else {
+            eprintln!("chaos semaphore: a permit untaken for {HANG:?}: {sem:?}");
+            report.hangs += 1;
+        }
+        fleet.spawn(slot, "waiter");
+    }
+    board.stop.store(1, Ordering::Release);
+    for _ in 0..WORKERS {
+        sem.release().expect("an unbounded semaphore"); // wake the waiters to stop
+        released += 1;
+    }
+    report.hangs += fleet.finish(HANG * 3);
+    report.operations = released;
+    report.hangs += board.hangs.load(Ordering::Acquire);
+    // A waiter killed between taking a permit and counting it loses that permit (as
+    // with POSIX semaphores): at most one per kill.
+    let accounted = board.consumed.load(Ordering::Acquire) + u64::from(sem.value());
+    report.lost = released.saturating_sub(accounted);
+    report.lost_allowed = report.kills;
+    if accounted > released {
+        report.duplicated = accounted - released;
+    }
+    drop(fleet);
+    let _ = Semaphore::unlink(&obj);
+    let _ = Shared::<Board>::unlink(&board_name);
+    report
+}
