@@ -250,7 +250,9 @@ pub enum PushError<T> {
     /// The queue is full (`try_push`).
     Full(T),
     /// The consumer had attached and is gone (dropped or its process died): nobody will
-    /// ever read the value.
+    /// ever read the value. For an MPMC queue: it is full, no other handle is alive, and
+    /// another handle had popped before (a lone producer before any consumer came waits
+    /// instead).
     Disconnected(T),
     /// The queue stayed full for the whole timeout (`push_timeout`).
     Timeout(T),
@@ -298,7 +300,8 @@ pub enum PopError {
     /// The queue is empty (`try_pop`).
     Empty,
     /// The queue is empty and the producer had attached and is gone: nothing more will
-    /// ever arrive.
+    /// ever arrive. For an MPMC queue: no other handle is alive, and another handle had
+    /// pushed before.
     Disconnected,
     /// The queue stayed empty for the whole timeout (`pop_timeout`).
     Timeout,

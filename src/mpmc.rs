@@ -477,8 +477,9 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// `Full(value)`; `Disconnected(value)` when it is full and no other handle is alive
-    /// to pop; `Corrupted(value)`.
+    /// `Full(value)`; `Disconnected(value)` when it is full, no other handle is alive, and
+    /// another handle had popped (a lone handle before any consumer came gets `Full`:
+    /// see the module docs); `Corrupted(value)`.
     #[inline]
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
         match self.push_once(value) {
@@ -558,7 +559,8 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// `Disconnected(value)` if no other handle is alive to make room; `Corrupted(value)`.
+    /// `Disconnected(value)` once no other handle is alive to make room and another
+    /// handle had popped (until a consumer has come, it waits); `Corrupted(value)`.
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
         self.push_waiting(value, Wait::Forever)
@@ -620,8 +622,8 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// `Empty`; `Disconnected` when it is empty and no other handle is alive to push;
-    /// `Corrupted`.
+    /// `Empty`; `Disconnected` when it is empty, no other handle is alive to push, and
+    /// another handle had pushed; `Corrupted`.
     #[inline]
     pub fn try_pop(&self) -> Result<T, PopError> {
         match self.pop_once() {
@@ -683,8 +685,8 @@ impl<T: bytemuck::Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// `Disconnected` once it is empty and no other handle is alive (noticed within
-    /// about 20 ms); `Corrupted`.
+    /// `Disconnected` once it is empty, no other handle is alive and another handle had
+    /// pushed (noticed within about 20 ms); `Corrupted`.
     #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
         self.pop_waiting(Wait::Forever)

@@ -177,3 +177,31 @@ fn pipe_producer_consumer_ends_with_disconnected() {
     assert!(out.contains("received 100 lines"), "{out}");
     assert!(out.contains("then Disconnected"), "{out}");
 }
+
+#[test]
+fn the_kill_loops_run_every_scenario_and_leave_nothing_behind() {
+    // A short run (debug build, 15 kills each): the harness itself works and every line
+    // passes; CI runs the release build with 300 kills per scenario.
+    let child = Command::new(example("chaos"))
+        .args(["--kills", "15", "--seed", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("example-chaos-{}-", child.id());
+    let out =
+        String::from_utf8(wait_bounded(child, "chaos", Duration::from_secs(300)).stdout).unwrap();
+    for scenario in ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("chaos {scenario} ")))
+            .unwrap_or_else(|| panic!("no line for {scenario} in:\n{out}"));
+        assert!(line.contains(" PASS kills=15 "), "{line}");
+        assert!(line.contains(" hangs=0 ") && line.contains(" duplicated=0 "), "{line}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
+}

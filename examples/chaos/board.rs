@@ -30,6 +30,13 @@ pub struct Board {
     pub counter: AtomicU64,
     pub per_worker: [AtomicU64; 8],
     pub inside: AtomicU64,
+    /// Lock scenario: the round the parent started, and the last round each worker slot
+    /// finished.
+    pub round: AtomicU64,
+    pub round_done: [AtomicU64; 8],
+    /// Per slot: the last value a receiving process took, stored before it records it,
+    /// so that the parent can account for a value lost in a killed receiver's hand.
+    pub in_hand: [AtomicU64; 8],
     /// Condition and semaphore scenarios: tokens made, taken, and waiting.
     pub produced: AtomicU64,
     pub consumed: AtomicU64,
@@ -40,7 +47,7 @@ unsafe impl ShmSafe for Board {}
 
 /// Producer incarnations a run can have (each killed producer's replacement is a new one,
 /// and a producer takes a new one every `PER_GEN` values).
-pub const GENS: usize = 1 << 15;
+pub const GENS: usize = 1 << 17;
 /// Values per producer incarnation.
 pub const PER_GEN: u64 = 4096;
 const WORDS: usize = (PER_GEN / 64) as usize;
@@ -123,6 +130,21 @@ impl Ledger {
         (lost, accepted)
     }
 
+    /// Whether value `v` arrived.
+    pub fn has_arrived(&self, v: u64) -> bool {
+        let Some((incarnation, seq)) = decode(v) else { return false };
+        let word = incarnation as usize * WORDS + (seq / 64) as usize;
+        self.arrived[word].load(Ordering::Acquire) & (1 << (seq % 64)) != 0
+    }
+
+    /// Whether value `v` was accepted (its `push` or `send` returned `Ok`, as far as the
+    /// producer could say before it was killed).
+    pub fn was_accepted(&self, v: u64) -> bool {
+        decode(v).is_some_and(|(incarnation, seq)| {
+            self.confirmed[incarnation as usize].load(Ordering::Acquire) > seq
+        })
+    }
+
     /// Incarnations used.
     pub fn gens(&self) -> u64 {
         self.next_gen.load(Ordering::Relaxed)
@@ -147,6 +169,28 @@ impl Board {
         }
         self.progress.fetch_add(1, Ordering::Release);
         self.progress_to[direction].fetch_add(1, Ordering::Release);
+    }
+}
+
+/// What the queue scenarios send: 64 bytes, the first word the value's number
+/// ([`encode`]), the others derived from it, so that a torn or stale copy shows as garbage.
+/// Big enough that a process killed while copying one in or out is often caught there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, shmsync::Pod, shmsync::Zeroable)]
+pub struct Item(pub [u64; 8]);
+
+impl Item {
+    pub fn new(v: u64) -> Self {
+        let mut words = [v; 8];
+        for (k, w) in words.iter_mut().enumerate().skip(1) {
+            *w = v.rotate_left(k as u32 * 8) ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        Self(words)
+    }
+
+    /// The number it carries, if every word agrees with it.
+    pub fn value(&self) -> Option<u64> {
+        (*self == Self::new(self.0[0])).then_some(self.0[0])
     }
 }
 

@@ -38,6 +38,8 @@ use std::time::Duration;
 
 /// The longest any wait may take where progress is due before it counts as a hang.
 pub const HANG: Duration = Duration::from_secs(2);
+/// Hangs after which a scenario stops early (and fails).
+const GIVE_UP: u64 = 10;
 
 /// What one scenario found.
 pub struct Report {
@@ -83,6 +85,12 @@ impl Report {
         }
     }
 
+    /// Whether the loop should stop early: a broken object would make every further
+    /// iteration wait out its bounds.
+    pub fn gave_up(&self) -> bool {
+        self.hangs >= GIVE_UP
+    }
+
     pub fn passed(&self) -> bool {
         self.hangs == 0
             && self.duplicated == 0
@@ -125,7 +133,7 @@ impl Report {
             Self::percentile(&sorted, 1.0),
             sorted.len(),
             if self.notes.is_empty() { String::new() } else { format!(" {}", self.notes) },
-        )
+        ) + if self.gave_up() { " (stopped early)" } else { "" }
     }
 }
 

@@ -49,6 +49,8 @@ fn open_end(board: &Board, name: &str, end: End) -> Connection {
 
 /// Receives everything waiting on `conn` into `ledger`; false once the peer is gone.
 fn drain(conn: &mut Connection, board: &Board, ledger: &Ledger, direction: usize) -> bool {
+    // The slot of the receiving end is its direction's index (A receives direction 0).
+    let slot = direction;
     let mut scratch = Vec::new();
     loop {
         let value = match conn.try_recv() {
@@ -60,7 +62,10 @@ fn drain(conn: &mut Connection, board: &Board, ledger: &Ledger, direction: usize
             Err(_) => None,
         };
         match value {
-            Some(v) => board.arrived(ledger, v, direction),
+            Some(v) => {
+                board.in_hand[slot].store(v, Ordering::Release);
+                board.arrived(ledger, v, direction);
+            }
             None => {
                 board.garbage.fetch_add(1, Ordering::Relaxed);
                 return true;
@@ -147,6 +152,7 @@ pub fn pipe(run: &Run) -> Report {
     fleet.spawn(0, roles[0]);
     fleet.spawn(1, roles[1]);
     let mut rng = Rng::new(run.seed);
+    let mut hands = Vec::new();
     let both_moved = |before: [u64; 2]| {
         board.progress_to[0].load(Ordering::Acquire) > before[0]
             && board.progress_to[1].load(Ordering::Acquire) > before[1]
@@ -154,12 +160,16 @@ pub fn pipe(run: &Run) -> Report {
     let progress = || [0, 1].map(|d| board.progress_to[d].load(Ordering::Acquire));
     wait_until(HANG * 5, || both_moved([50, 50]));
     for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
         pause(rng.pause(3_000));
         let slot = rng.below(2) as usize;
         board.disconnected_at.store(0, Ordering::Release);
         let t = now_ns();
         fleet.kill(slot);
         report.killed(if slot == 0 { "end A" } else { "end B" });
+        hands.push((slot, board.in_hand[slot].swap(0, Ordering::AcqRel)));
         if wait_until(HANG, || board.disconnected_at.load(Ordering::Acquire) != 0) {
             report.recoveries.push(board.disconnected_at.load(Ordering::Acquire).saturating_sub(t));
         } else {
@@ -197,7 +207,16 @@ pub fn pipe(run: &Run) -> Report {
     report.hangs += board.hangs.load(Ordering::Acquire);
     report.garbage += board.garbage.load(Ordering::Acquire);
     report.duplicated += board.duplicated.load(Ordering::Acquire);
-    report.notes = format!("lost_to_a={lost_a} lost_to_b={lost_b}");
+    let ledgers = [&to_a, &to_b];
+    let in_hands = hands
+        .iter()
+        .filter(|&&(slot, v)| ledgers[slot].was_accepted(v) && !ledgers[slot].has_arrived(v))
+        .count() as u64;
+    report.notes = format!(
+        "lost_to_a={lost_a} lost_to_b={lost_b} lost_in_a_killed_end's_hand={in_hands} \
+         lost_inside_a_killed_recv={}",
+        report.lost.saturating_sub(in_hands)
+    );
     drop(fleet);
     let _ = Pipe::unlink(&obj);
     let _ = Shared::<Board>::unlink(&names[0]);

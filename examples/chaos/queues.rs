@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shmsync::{OpenError, PopError, PushError, Shared, mpmc, spsc};
 
-use crate::board::{Board, Ledger, PER_GEN, encode, now_ns};
+use crate::board::{Board, Item, Ledger, PER_GEN, encode, now_ns};
 use crate::fleet::{Fleet, Rng, pause, wait_until};
 use crate::{HANG, Report, Run};
 
@@ -42,11 +42,13 @@ fn saw_disconnected(board: &Board) {
     std::thread::sleep(Duration::from_micros(100));
 }
 
-/// Pushes numbered values with `push` until told to stop, confirming each accepted one.
+/// Pushes numbered values with `push` as fast as it can until told to stop, confirming
+/// each accepted one. The consumers are slower, so the queue is mostly full: a hole a
+/// killed producer leaves is far from the head, as in a real backlog.
 fn produce(
     board: &Board,
     ledger: &Ledger,
-    mut push: impl FnMut(u64) -> Result<(), PushError<u64>>,
+    mut push: impl FnMut(Item) -> Result<(), PushError<Item>>,
 ) {
     while !board.stopping() {
         let Some(incarnation) = ledger.new_gen() else {
@@ -55,12 +57,12 @@ fn produce(
             return;
         };
         for seq in 0..PER_GEN {
-            let v = encode(incarnation, seq);
+            let item = Item::new(encode(incarnation, seq));
             loop {
                 if board.stopping() {
                     return;
                 }
-                match push(v) {
+                match push(item) {
                     Ok(()) => break,
                     Err(PushError::Timeout(_) | PushError::Full(_)) => {}
                     Err(PushError::Disconnected(_)) => saw_disconnected(board),
@@ -71,19 +73,33 @@ fn produce(
                 }
             }
             ledger.confirm(incarnation, seq);
-            // A steady trickle rather than a flood: the ledger counts every value.
-            if seq % 16 == 15 {
-                std::thread::sleep(Duration::from_micros(20));
-            }
         }
     }
 }
 
-/// Pops with `pop` until told to stop, recording every value.
-fn consume(board: &Board, ledger: &Ledger, mut pop: impl FnMut() -> Result<u64, PopError>) {
+/// Pops with `pop` until told to stop, recording every value, with about a microsecond
+/// of work for each.
+fn consume(
+    board: &Board,
+    ledger: &Ledger,
+    slot: usize,
+    mut pop: impl FnMut() -> Result<Item, PopError>,
+) {
     while !board.stopping() {
         match pop() {
-            Ok(v) => board.arrived(ledger, v, 0),
+            Ok(item) => {
+                // In hand first (the raw number: it is checked just after).
+                board.in_hand[slot].store(item.0[0], Ordering::Release);
+                match item.value() {
+                    Some(v) => board.arrived(ledger, v, 0),
+                    None => {
+                        board.garbage.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                for _ in 0..40 {
+                    std::hint::spin_loop();
+                }
+            }
             Err(PopError::Timeout | PopError::Empty) => {}
             Err(PopError::Disconnected) => saw_disconnected(board),
             Err(_) => {
@@ -94,27 +110,37 @@ fn consume(board: &Board, ledger: &Ledger, mut pop: impl FnMut() -> Result<u64, 
     }
 }
 
+/// Records a drained item.
+fn record(board: &Board, ledger: &Ledger, item: Item) {
+    match item.value() {
+        Some(v) => board.arrived(ledger, v, 0),
+        None => {
+            board.garbage.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The child processes of both scenarios.
-pub fn child(scenario: &str, role: &str, _slot: usize) {
+pub fn child(scenario: &str, role: &str, slot: usize) {
     let board = Shared::<Board>::open(&env("BOARD")).expect("open the board");
     let ledger = Shared::<Ledger>::open(&env("LEDGER")).expect("open the ledger");
     let name = env("OBJ");
     match (scenario, role) {
         ("spsc", "producer") => {
-            let mut tx = open_retrying(&board, || spsc::Producer::<u64>::open(&name));
+            let mut tx = open_retrying(&board, || spsc::Producer::<Item>::open(&name));
             produce(&board, &ledger, |v| tx.push_timeout(v, STEP));
         }
         ("spsc", "consumer") => {
-            let mut rx = open_retrying(&board, || spsc::Consumer::<u64>::open(&name));
-            consume(&board, &ledger, || rx.pop_timeout(STEP));
+            let mut rx = open_retrying(&board, || spsc::Consumer::<Item>::open(&name));
+            consume(&board, &ledger, slot, || rx.pop_timeout(STEP));
         }
         ("mpmc", "producer") => {
-            let q = open_retrying(&board, || mpmc::Queue::<u64>::open(&name));
+            let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
             produce(&board, &ledger, |v| q.push_timeout(v, STEP));
         }
         ("mpmc", "consumer") => {
-            let q = open_retrying(&board, || mpmc::Queue::<u64>::open(&name));
-            consume(&board, &ledger, || q.pop_timeout(STEP));
+            let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
+            consume(&board, &ledger, slot, || q.pop_timeout(STEP));
         }
         other => panic!("unknown role {other:?}"),
     }
@@ -152,8 +178,13 @@ impl Setup {
     }
 
     /// Ledger totals into the report; the allowance is one value per killed consumer.
-    fn account(&self, report: &mut Report) {
+    /// `hands` are the values killed consumers had taken last.
+    fn account(&self, report: &mut Report, hands: &[u64]) {
         let (lost, accepted) = self.ledger.lost();
+        let in_hands = hands
+            .iter()
+            .filter(|&&v| self.ledger.was_accepted(v) && !self.ledger.has_arrived(v))
+            .count() as u64;
         report.lost = lost;
         report.lost_allowed =
             report.kinds.iter().filter(|(k, _)| *k == "consumers").map(|(_, n)| n).sum();
@@ -161,7 +192,12 @@ impl Setup {
         report.hangs += self.board.hangs.load(Ordering::Acquire);
         report.garbage += self.board.garbage.load(Ordering::Acquire);
         report.duplicated += self.board.duplicated.load(Ordering::Acquire);
-        report.notes = format!("producer_incarnations={}", self.ledger.gens());
+        report.notes = format!(
+            "lost_in_a_killed_consumer's_hand={in_hands} lost_inside_a_killed_pop={} \
+             producer_incarnations={}",
+            lost.saturating_sub(in_hands),
+            self.ledger.gens()
+        );
     }
 
     fn remove(&self) {
@@ -175,20 +211,27 @@ pub fn spsc(run: &Run) -> Report {
     let setup = Setup::new(run);
     let board = &setup.board;
     // Made here, its roles left to the children.
-    drop(spsc::Producer::<u64>::create(&setup.obj, 64).expect("create the queue"));
+    drop(spsc::Producer::<Item>::create(&setup.obj, 64).expect("create the queue"));
     let mut fleet = setup.fleet("spsc", 2);
     let roles = ["producer", "consumer"];
     fleet.spawn(0, roles[0]);
     fleet.spawn(1, roles[1]);
     let mut rng = Rng::new(run.seed);
+    let mut hands = Vec::new();
     wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
     for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
         pause(rng.pause(3_000));
         let slot = rng.below(2) as usize;
         board.disconnected_at.store(0, Ordering::Release);
         let t = now_ns();
         fleet.kill(slot);
         report.killed(if slot == 0 { "producers" } else { "consumers" });
+        if slot == 1 {
+            hands.push(board.in_hand[slot].swap(0, Ordering::AcqRel));
+        }
         // The survivor must notice, blocked or not.
         if wait_until(HANG, || board.disconnected_at.load(Ordering::Acquire) != 0) {
             report.recoveries.push(board.disconnected_at.load(Ordering::Acquire).saturating_sub(t));
@@ -207,14 +250,14 @@ pub fn spsc(run: &Run) -> Report {
     board.stop.store(1, Ordering::Release);
     report.hangs += fleet.finish(HANG * 3);
     // Drain what is left, as the consumer.
-    let mut rx = spsc::Consumer::<u64>::open(&setup.obj).expect("the consumer role at the end");
-    while let Ok(v) = rx.try_pop() {
-        board.arrived(&setup.ledger, v, 0);
+    let mut rx = spsc::Consumer::<Item>::open(&setup.obj).expect("the consumer role at the end");
+    while let Ok(item) = rx.try_pop() {
+        record(board, &setup.ledger, item);
     }
     drop(rx);
-    setup.account(&mut report);
+    setup.account(&mut report, &hands);
     drop(fleet);
-    let _ = spsc::Producer::<u64>::unlink(&setup.obj);
+    let _ = spsc::Producer::<Item>::unlink(&setup.obj);
     setup.remove();
     report
 }
@@ -223,21 +266,28 @@ pub fn mpmc(run: &Run) -> Report {
     let mut report = Report::new("mpmc");
     let setup = Setup::new(run);
     let board = &setup.board;
-    let q = mpmc::Queue::<u64>::create(&setup.obj, 256).expect("create the queue");
+    let q = mpmc::Queue::<Item>::create(&setup.obj, 1024).expect("create the queue");
     let mut fleet = setup.fleet("mpmc", 4);
     let roles = ["producer", "producer", "consumer", "consumer"];
     for (slot, role) in roles.iter().enumerate() {
         fleet.spawn(slot, role);
     }
     let mut rng = Rng::new(run.seed);
+    let mut hands = Vec::new();
     wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
     for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
         pause(rng.pause(3_000));
         let slot = rng.below(4) as usize;
         let before = board.progress.load(Ordering::Acquire);
         let t = now_ns();
         fleet.kill(slot);
         report.killed(if slot < 2 { "producers" } else { "consumers" });
+        if slot >= 2 {
+            hands.push(board.in_hand[slot].swap(0, Ordering::AcqRel));
+        }
         // The other producer and consumer go on: the queue must move again.
         if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
             report.recoveries.push(now_ns() - t);
@@ -261,7 +311,7 @@ pub fn mpmc(run: &Run) -> Report {
     let end = std::time::Instant::now() + HANG;
     loop {
         match q.pop_timeout(Duration::from_millis(50)) {
-            Ok(v) => board.arrived(&setup.ledger, v, 0),
+            Ok(item) => record(board, &setup.ledger, item),
             Err(PopError::Timeout | PopError::Empty | PopError::Disconnected) => {
                 if q.is_empty() || std::time::Instant::now() > end {
                     break;
@@ -277,10 +327,10 @@ pub fn mpmc(run: &Run) -> Report {
         eprintln!("chaos mpmc: {} values stranded at the end", q.len());
         report.hangs += 1;
     }
-    setup.account(&mut report);
+    setup.account(&mut report, &hands);
     drop(fleet);
     drop(q);
-    let _ = mpmc::Queue::<u64>::unlink(&setup.obj);
+    let _ = mpmc::Queue::<Item>::unlink(&setup.obj);
     setup.remove();
     report
 }

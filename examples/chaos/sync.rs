@@ -7,7 +7,10 @@ use crate::board::{Board, now_ns};
 use crate::fleet::{Fleet, Rng, pause, wait_until};
 use crate::{HANG, Report, Run};
 
+/// Waiters of the condition and semaphore scenarios.
 const WORKERS: usize = 3;
+/// Workers of the lock scenario: enough that some always sleep on the lock.
+const LOCK_WORKERS: usize = 4;
 
 fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("started without {key}"))
@@ -54,33 +57,48 @@ fn critical(board: &Board, slot: usize, owner_died: bool) {
     board.progress.fetch_add(1, Ordering::Release);
 }
 
+/// Lock/update/unlock cycles per round.
+const CYCLES: u32 = 300;
+
+/// Works in rounds: waits for the parent to start one, makes [`CYCLES`] locked updates,
+/// and reports the round done. Between rounds the lock is quiet, so a waiter left asleep
+/// on a free lock is not woken by the others' later traffic: it misses the round's end.
 fn lock_worker(board: &Board, slot: usize) {
     let lock = Lock::open(&env("OBJ")).expect("open the lock");
-    let mut turn = 0u32;
+    // The parent marked this slot done with the round it was started in.
+    let mut done = board.round_done[slot].load(Ordering::Acquire);
     while !board.stopping() {
-        // Now and then a pause outside the lock, so that the others fall asleep on it and
-        // wake-ups are handed over (and may be killed in flight), not only spun for.
-        turn = turn.wrapping_add(1);
-        if turn % 8 == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(u64::from(turn % 50)));
+        let round = board.round.load(Ordering::Acquire);
+        if round == done {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            continue;
         }
-        match lock.try_lock_for(HANG) {
-            Ok(guard) => {
-                critical(board, slot, false);
-                drop(guard);
+        for cycle in 0..CYCLES {
+            if cycle % 16 == 15 {
+                // Now and then a pause outside the lock, so that the others fall asleep
+                // on it and wake-ups are handed over (and may be killed in flight).
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(cycle % 7)));
             }
-            Err(TryLockError::OwnerDied(mut guard)) => {
-                critical(board, slot, true);
-                guard.mark_consistent();
-            }
-            Err(TryLockError::WouldBlock) => {
-                board.hangs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                board.garbage.fetch_add(1, Ordering::Relaxed);
-                return;
+            match lock.try_lock_for(HANG * 3) {
+                Ok(guard) => {
+                    critical(board, slot, false);
+                    drop(guard);
+                }
+                Err(TryLockError::OwnerDied(mut guard)) => {
+                    critical(board, slot, true);
+                    guard.mark_consistent();
+                }
+                Err(TryLockError::WouldBlock) => {
+                    board.hangs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    board.garbage.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
         }
+        done = round;
+        board.round_done[slot].store(round, Ordering::Release);
     }
 }
 
@@ -89,42 +107,50 @@ pub fn lock(run: &Run) -> Report {
     let (obj, board_name) = (format!("{}-lock", run.prefix), format!("{}-board", run.prefix));
     let lock = Lock::create(&obj).expect("create the lock");
     let board = Shared::<Board>::create(&board_name, |_| {}).expect("create the board");
-    let mut fleet = Fleet::new("lock", &[("OBJ", &obj), ("BOARD", &board_name)], WORKERS);
-    for slot in 0..WORKERS {
+    let mut fleet = Fleet::new("lock", &[("OBJ", &obj), ("BOARD", &board_name)], LOCK_WORKERS);
+    for slot in 0..LOCK_WORKERS {
         fleet.spawn(slot, "worker");
     }
     let mut rng = Rng::new(run.seed);
-    wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
     for _ in 0..run.kills {
-        pause(rng.pause(2_000));
-        let slot = rng.below(WORKERS as u64) as usize;
+        if report.gave_up() {
+            break;
+        }
+        // A round: every worker makes its locked updates; one is killed part-way.
+        let round = board.round.fetch_add(1, Ordering::AcqRel) + 1;
+        pause(rng.pause(3_000));
+        // Half the time aim at whoever is inside (it may have left by the kill).
+        let inside = board.inside.load(Ordering::Acquire);
+        let holder_slot = (0..LOCK_WORKERS).find(|&s| fleet.pid(s).map(u64::from) == Some(inside));
+        let slot = match holder_slot {
+            Some(s) if rng.below(2) == 0 => s,
+            _ => rng.below(LOCK_WORKERS as u64) as usize,
+        };
         let victim = u64::from(fleet.pid(slot).expect("a worker in every slot"));
         let holder = board.inside.load(Ordering::Acquire) == victim;
         let before = board.progress.load(Ordering::Acquire);
         let t = now_ns();
         fleet.kill(slot);
-        report.killed(if holder { "holders" } else { "waiters" });
-        // The survivors go on: the next acquisition is the recovery. Then every
-        // survivor must get the lock again: a waiter left asleep on a free lock while the
-        // others pass it between them by spinning would starve.
-        if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
-            report.recoveries.push(now_ns() - t);
-        } else {
-            eprintln!("chaos lock: no acquisition for {HANG:?} after a kill: {lock:?}");
+        report.killed(if holder { "holders" } else { "others" });
+        // The next acquisition by a survivor is the recovery (if the round goes on).
+        let finished = |s: usize| board.round_done[s].load(Ordering::Acquire) >= round;
+        let over = || (0..LOCK_WORKERS).all(|s| s == slot || finished(s));
+        if !over() {
+            if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+                report.recoveries.push(now_ns() - t);
+            }
+        }
+        // Then every survivor must finish the round: a waiter left asleep on a free lock
+        // would not, the lock being quiet once the others are done.
+        if !wait_until(HANG, over) {
+            eprintln!("chaos lock: a survivor did not finish its round in {HANG:?}: {lock:?}");
             report.hangs += 1;
         }
-        let shares = |s: usize| board.per_worker[s].load(Ordering::Acquire);
-        let seen: Vec<u64> = (0..WORKERS).map(shares).collect();
-        let survivors_moved = || (0..WORKERS).all(|s| s == slot || shares(s) > seen[s]);
-        if !wait_until(HANG, survivors_moved) {
-            eprintln!("chaos lock: a surviving worker starved for {HANG:?}: {lock:?}");
-            report.hangs += 1;
-        }
-        pause(rng.pause(3_000));
+        board.round_done[slot].store(round, Ordering::Release);
         fleet.spawn(slot, "worker");
     }
     board.stop.store(1, Ordering::Release);
-    report.hangs += fleet.finish(HANG * 3);
+    report.hangs += fleet.finish(HANG * 4);
     // The final state: the two words agree (after a last repair if a holder died).
     match lock.try_lock_for(HANG) {
         Ok(_) => {}
@@ -221,6 +247,9 @@ pub fn condition(run: &Run) -> Report {
     }
     let mut rng = Rng::new(run.seed);
     for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
         // Let the waiters fall asleep, then hand one token to one of them.
         pause(rng.pause(3_000));
         {
@@ -293,6 +322,9 @@ pub fn semaphore(run: &Run) -> Report {
     let mut rng = Rng::new(run.seed);
     let mut released = 0u64;
     for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
         pause(rng.pause(3_000));
         sem.release().expect("an unbounded semaphore");
         released += 1;
