@@ -135,10 +135,8 @@ pub fn lock(run: &Run) -> Report {
         // The next acquisition by a survivor is the recovery (if the round goes on).
         let finished = |s: usize| board.round_done[s].load(Ordering::Acquire) >= round;
         let over = || (0..LOCK_WORKERS).all(|s| s == slot || finished(s));
-        if !over() {
-            if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
-                report.recoveries.push(now_ns() - t);
-            }
+        if !over() && wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+            report.recoveries.push(now_ns() - t);
         }
         // Then every survivor must finish the round: a waiter left asleep on a free lock
         // would not, the lock being quiet once the others are done.
