@@ -1,7 +1,8 @@
 //! Kill loops for the Lock, the Condition and the Semaphore.
 
 use shmsync::{Condition, Lock, LockError, LockGuard, Semaphore, Shared, TryLockError};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use crate::board::{Board, now_ns};
 use crate::fleet::{Fleet, Rng, pause, wait_until};
@@ -102,6 +103,47 @@ fn lock_worker(board: &Board, slot: usize) {
     }
 }
 
+/// The lock's futex word, through a second mapping of its segment: the payload (after
+/// the 128-byte header) starts with the `RawLock`, whose word comes first.
+struct LockWord {
+    map: memmap2::Mmap,
+}
+
+impl LockWord {
+    fn open(name: &str) -> Self {
+        let file = std::fs::File::open(std::path::Path::new("/dev/shm").join(name))
+            .expect("open the lock's file");
+        // SAFETY: a read-only view of the segment, read with atomic loads only.
+        Self { map: unsafe { memmap2::Mmap::map(&file) }.expect("map the lock's file") }
+    }
+
+    fn load(&self) -> u32 {
+        // SAFETY: offset 128 is 4-aligned and inside the mapping, which outlives this.
+        let word = unsafe { &*(self.map.as_ptr().add(128) as *const AtomicU32) };
+        word.load(Ordering::Acquire)
+    }
+}
+
+const WAITERS: u32 = 1 << 31;
+const TID: u32 = 0x3FFF_FFFF;
+
+/// Watches the lock word for at most `limit` until an unlock wakes a sleeper (the word
+/// had `WAITERS` and no longer has): the woken waiter has not run yet. Returns the owner
+/// then (0 if free).
+fn just_woken(word: &LockWord, limit: Duration) -> Option<u32> {
+    let end = std::time::Instant::now() + limit;
+    let mut before = word.load();
+    while std::time::Instant::now() < end {
+        let now = word.load();
+        if before & WAITERS != 0 && now & WAITERS == 0 {
+            return Some(now & TID);
+        }
+        before = now;
+        std::hint::spin_loop();
+    }
+    None
+}
+
 pub fn lock(run: &Run) -> Report {
     let mut report = Report::new("lock");
     let (obj, board_name) = (format!("{}-lock", run.prefix), format!("{}-board", run.prefix));
@@ -112,6 +154,7 @@ pub fn lock(run: &Run) -> Report {
         fleet.spawn(slot, "worker");
     }
     let mut rng = Rng::new(run.seed);
+    let word = LockWord::open(&obj);
     for _ in 0..run.kills {
         if report.gave_up() {
             break;
@@ -119,19 +162,34 @@ pub fn lock(run: &Run) -> Report {
         // A round: every worker makes its locked updates; one is killed part-way.
         let round = board.round.fetch_add(1, Ordering::AcqRel) + 1;
         pause(rng.pause(3_000));
-        // Half the time aim at whoever is inside (it may have left by the kill).
-        let inside = board.inside.load(Ordering::Acquire);
-        let holder_slot = (0..LOCK_WORKERS).find(|&s| fleet.pid(s).map(u64::from) == Some(inside));
-        let slot = match holder_slot {
-            Some(s) if rng.below(2) == 0 => s,
-            _ => rng.below(LOCK_WORKERS as u64) as usize,
-        };
+        // A third of the kills aim at whoever is inside (it may have left by the kill), a
+        // third at a waiter just chosen for a wake-up, the rest at random.
+        let pid_slot =
+            |pid: u64| (0..LOCK_WORKERS).find(|&s| fleet.pid(s).map(u64::from) == Some(pid));
+        let mut aimed_at_woken = false;
+        let slot = match rng.below(3) {
+            0 => pid_slot(board.inside.load(Ordering::Acquire)),
+            1 => just_woken(&word, Duration::from_millis(3)).and_then(|owner| {
+                aimed_at_woken = true;
+                // The woken waiter is one of the others, not yet running: pick one.
+                let others: Vec<usize> = (0..LOCK_WORKERS)
+                    .filter(|&s| fleet.pid(s).map(u64::from) != Some(u64::from(owner)))
+                    .collect();
+                others.get(rng.below(others.len() as u64) as usize).copied()
+            }),
+            _ => None,
+        }
+        .unwrap_or_else(|| rng.below(LOCK_WORKERS as u64) as usize);
         let victim = u64::from(fleet.pid(slot).expect("a worker in every slot"));
         let holder = board.inside.load(Ordering::Acquire) == victim;
         let before = board.progress.load(Ordering::Acquire);
         let t = now_ns();
         fleet.kill(slot);
-        report.killed(if holder { "holders" } else { "others" });
+        report.killed(match (holder, aimed_at_woken) {
+            (true, _) => "holders",
+            (false, true) => "waiters just woken (1 in 3 the woken one)",
+            (false, false) => "others",
+        });
         // The next acquisition by a survivor is the recovery (if the round goes on).
         let finished = |s: usize| board.round_done[s].load(Ordering::Acquire) >= round;
         let over = || (0..LOCK_WORKERS).all(|s| s == slot || finished(s));
