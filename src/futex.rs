@@ -107,12 +107,13 @@ impl Deadline {
     /// This deadline, or [`LOST_WAKE_SLICE`] from now if that comes first: how the
     /// primitives whose single wake-up a dying process can swallow (lock, semaphore,
     /// condition) bound each sleep. Under loom, which explores schedules rather than
-    /// time, the deadline itself: a lost wake-up must show there as a deadlock.
+    /// time, the deadline itself (a lost wake-up must show there as a deadlock), unless a
+    /// model of a dying waiter turns the slices on ([`loom_slices`]).
     pub(crate) fn sliced(&self) -> Self {
         #[cfg(not(loom))]
         return self.capped(LOST_WAKE_SLICE);
         #[cfg(loom)]
-        return *self;
+        return if LOOM_SLICES.with(|on| on.get()) { self.capped(LOST_WAKE_SLICE) } else { *self };
     }
 
     /// Time left until the deadline (zero once passed), or `None` for never.
@@ -139,6 +140,19 @@ impl Deadline {
 /// the worst extra latency such a death adds for the waiters left behind; each sleeper
 /// pays one spurious return per slice, about 100 a second, a few microseconds each.
 pub(crate) const LOST_WAKE_SLICE: Duration = Duration::from_millis(10);
+
+#[cfg(loom)]
+loom::thread_local! {
+    static LOOM_SLICES: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
+/// Under loom: makes this thread's lock, semaphore and condition sleeps sliced (a timed
+/// wait, which the loom futex model ends at once), as they are outside loom. For models
+/// in which a waiter dies after its wake-up: only the slices save the others there.
+#[cfg(all(loom, test))]
+pub(crate) fn loom_slices(on: bool) {
+    LOOM_SLICES.with(|s| s.set(on));
+}
 
 /// How a [`wait`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

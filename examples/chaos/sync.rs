@@ -244,6 +244,8 @@ fn take<'a>(cond: &'a Condition, board: &Board) -> Option<LockGuard<'a>> {
         Ok(g) => Some(g),
         Err(LockError::OwnerDied(mut g)) => {
             repair_tokens(board);
+            // The dead one may have taken a notification with it: wake everyone to look.
+            cond.notify_all();
             g.mark_consistent();
             Some(g)
         }
@@ -274,6 +276,7 @@ fn condition_waiter(board: &Board) {
                 Ok((g, _)) => g,
                 Err(LockError::OwnerDied((mut g, _))) => {
                     repair_tokens(board);
+                    cond.notify_all();
                     g.mark_consistent();
                     g
                 }

@@ -20,11 +20,17 @@
 //! next one. A waiter that registered after a notify never takes what that notify owed
 //! (its sequence has not moved), so `notify_one` lets exactly one earlier waiter return.
 //!
-//! Deaths. A waiter that `notify_one` woke may be killed before it takes its
-//! notification. The notification stays owed in the word, and every sleep lasts at most
+//! Deaths. A waiter takes its notification only once it holds the lock again, so a
+//! waiter that `notify_one` woke and that is killed on its way back to the lock leaves
+//! the notification owed in the word; every sleep lasts at most
 //! [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE) (10 ms), after which another
 //! waiter that registered before the notify takes it: that is the worst extra latency
-//! such a death adds, and still exactly one waiter returns. A waiter killed while
+//! such a death adds, and still exactly one waiter returns. A waiter killed after taking
+//! it holds the lock, so the kernel marks the lock `OWNER_DIED`: sleepers see that at
+//! their next slice and return (a spurious wake-up), and the first to lock again gets
+//! `OwnerDied`, as anyone would after a death inside the lock: repair, re-check the
+//! predicate, and notify again if the dead one's share of the work is still due. A
+//! waiter killed while
 //! registered stays counted (it only costs notifies a syscall, and may leave an owed
 //! notification for a later waiter: a spurious wake-up, which every condition variable
 //! allows). Once 1023 waiters are counted, further waiters are not counted and instead
@@ -35,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::error::{LockError, LockResult};
 use crate::futex::{self, Deadline, WaitOutcome};
 use crate::loom::{AtomicU32, Ordering};
-use crate::raw::LockGuard;
+use crate::raw::{LockGuard, RawLock};
 
 const WAITER_ONE: u32 = 1;
 const WAITER_MASK: u32 = 0x3FF;
@@ -90,8 +96,13 @@ unsafe impl crate::ShmSafe for RawCondition {
 }
 
 /// How `RawCondition::sleep` ended, before the lock is re-acquired.
-struct Woke {
-    timed_out: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Woke {
+    /// A notification this waiter may take is owed (or, uncounted, the sequence moved).
+    Notified,
+    /// The lock's owner died holding it: return, so that the caller hears `OwnerDied`.
+    OwnerDied,
+    TimedOut,
 }
 
 impl RawCondition {
@@ -210,14 +221,35 @@ impl RawCondition {
     ) -> LockResult<(LockGuard<'a>, bool)> {
         let (registered, sequence) = self.register();
         let (lock, _consistent) = guard.unlock_for_wait();
-        let woke = self.sleep(sequence, registered, deadline);
-        if registered && woke.timed_out {
-            self.unregister();
-        }
-        match lock.lock() {
-            Ok(g) => Ok((g, woke.timed_out)),
-            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied((g, woke.timed_out))),
-            Err(_) => Err(LockError::NotRecoverable),
+        loop {
+            let woke = self.sleep(sequence, registered, lock, deadline);
+            // The notification is taken only with the lock held: a waiter killed on its
+            // way back to the lock leaves it owed for another (module docs).
+            let (guard, owner_died) = match lock.lock() {
+                Ok(g) => (g, false),
+                Err(LockError::OwnerDied(g)) => (g, true),
+                Err(_) => {
+                    if registered {
+                        self.unregister();
+                    }
+                    return Err(LockError::NotRecoverable);
+                }
+            };
+            let notified = woke == Woke::Notified && (!registered || self.take_owed(sequence));
+            if !notified && !owner_died && woke == Woke::Notified {
+                // Another waiter took it first: sleep again.
+                drop(guard);
+                continue;
+            }
+            if registered && !notified {
+                self.unregister();
+            }
+            let timed_out = woke == Woke::TimedOut;
+            return if owner_died {
+                Err(LockError::OwnerDied((guard, timed_out)))
+            } else {
+                Ok((guard, timed_out))
+            };
         }
     }
 
@@ -260,9 +292,10 @@ impl RawCondition {
         }
     }
 
-    /// Takes an owed notification and unregisters, in one step, if `current` has one.
-    /// Returns the word as it is now otherwise (or `None` once taken).
-    fn take_owed(&self, mut current: u32, sequence: u32) -> Option<u32> {
+    /// Takes an owed notification made after this waiter registered with `sequence`, and
+    /// unregisters it, in one step. Returns whether there was one.
+    fn take_owed(&self, sequence: u32) -> bool {
+        let mut current = self.word.load(Ordering::Relaxed);
         while current & SEQUENCE_MASK != sequence && owed(current) > 0 && waiters(current) > 0 {
             // Acquire pairs with the Release of the notify.
             match self.word.compare_exchange_weak(
@@ -271,35 +304,35 @@ impl RawCondition {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return None,
+                Ok(_) => return true,
                 Err(now) => current = now,
             }
         }
-        Some(current)
+        false
     }
 
-    /// Sleeps until this waiter can take a notification made after it registered with
-    /// `sequence` (then it is unregistered), or the deadline passes (then it is still
-    /// counted). An uncounted waiter returns on any move of the sequence. Other changes
-    /// of the word (waiters arriving or leaving) are slept through.
-    fn sleep(&self, sequence: u32, registered: bool, deadline: &Deadline) -> Woke {
+    /// Sleeps until a notification this waiter may take is owed (one made after it
+    /// registered with `sequence`; for an uncounted waiter, any move of the sequence),
+    /// the owner of `lock` died holding it, or the deadline passes. Other changes of the
+    /// word (waiters arriving or leaving) are slept through.
+    fn sleep(&self, sequence: u32, registered: bool, lock: &RawLock, deadline: &Deadline) -> Woke {
         loop {
-            let mut current = self.word.load(Ordering::Relaxed);
-            if registered {
-                match self.take_owed(current, sequence) {
-                    None => return Woke { timed_out: false },
-                    Some(now) => current = now,
-                }
-            } else if current & SEQUENCE_MASK != sequence {
-                return Woke { timed_out: false };
+            let current = self.word.load(Ordering::Relaxed);
+            let moved = current & SEQUENCE_MASK != sequence;
+            if moved && (!registered || owed(current) > 0) {
+                return Woke::Notified;
+            }
+            if lock.owner_died() {
+                return Woke::OwnerDied;
             }
             // In slices: the waiter a `notify_one` woke may be killed before it takes the
-            // notification, which stays owed for another (module docs).
+            // notification, which stays owed for another; or killed holding the lock
+            // after taking it, which shows as `OWNER_DIED` on the lock (module docs).
             let until = if registered { deadline.sliced() } else { deadline.capped(POLL) };
             if futex::wait(&self.word, current, &until) == WaitOutcome::TimedOut
                 && deadline.has_passed()
             {
-                return Woke { timed_out: true };
+                return Woke::TimedOut;
             }
         }
     }
@@ -390,6 +423,53 @@ mod tests {
             drop(lock.lock().unwrap());
             cond.notify_one();
             assert!(!waiter.join().unwrap(), "the polling waiter missed the notification");
+        });
+    }
+}
+
+/// Loom model of a waiter that is killed after `notify_one` chose it: the notification
+/// stays owed, and another waiter that registered before the notify takes it.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::thread;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_notification_whose_waiter_dies_reaches_another() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        // The sliced sleep is a loop with a yield in the loom futex model.
+        builder.max_branches = 10_000;
+        builder.check(|| {
+            let cond = Arc::new(RawCondition::new());
+            // Both register before the notify (as they would under the lock).
+            let (_, dying_sequence) = cond.register();
+            let (_, sequence) = cond.register();
+            let dying = {
+                let cond = Arc::clone(&cond);
+                thread::spawn(move || {
+                    // Sleeps until woken (or the word moved), and dies there: counted for
+                    // ever, its notification never taken by it.
+                    let current = cond.word.load(Ordering::Relaxed);
+                    if current & SEQUENCE_MASK == dying_sequence {
+                        let _ = futex::wait(&cond.word, current, &Deadline::never());
+                    }
+                })
+            };
+            let waiter = {
+                let cond = Arc::clone(&cond);
+                thread::spawn(move || {
+                    futex::loom_slices(true);
+                    let lock = RawLock::new(); // held by nobody, its owner never died
+                    cond.sleep(sequence, true, &lock, &Deadline::never()) == Woke::Notified
+                        && cond.take_owed(sequence)
+                })
+            };
+            cond.notify_one();
+            dying.join().unwrap();
+            assert!(waiter.join().unwrap(), "the surviving waiter took the notification");
+            assert_eq!(owed(cond.word.load(Ordering::Relaxed)), 0, "taken exactly once");
         });
     }
 }

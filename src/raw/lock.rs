@@ -226,6 +226,13 @@ impl RawLock {
         &self.word
     }
 
+    /// Whether the last owner died holding the lock and nobody has taken it since (the
+    /// kernel's `OWNER_DIED` mark on a free word): what condition waiters look for.
+    pub(crate) fn owner_died(&self) -> bool {
+        let word = self.word.load(Ordering::Relaxed);
+        word & FUTEX_OWNER_DIED != 0 && word & FUTEX_TID_MASK == 0
+    }
+
     /// Whether the lock has become unusable ([`LockError::NotRecoverable`]).
     pub fn is_not_recoverable(&self) -> bool {
         self.word.load(Ordering::Relaxed) & FUTEX_TID_MASK == NOT_RECOVERABLE
@@ -542,5 +549,62 @@ mod tests {
         let lock = RawLock::new();
         let _g = lock.lock().unwrap();
         let _again = lock.lock();
+    }
+}
+
+/// Loom models of a waiter that is killed after it was chosen for the wake-up. Death is
+/// modelled as the waiter returning from its sleep and doing nothing more but what the
+/// kernel does for a dying thread whose `list_op_pending` names the lock: wake one
+/// waiter if the word is 0.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::thread;
+    use std::sync::Arc;
+
+    /// Sleeps on the lock like a waiter, then "dies" once woken.
+    fn wait_then_die(lock: &RawLock) {
+        let current = lock.word.load(Ordering::Relaxed);
+        if current & FUTEX_TID_MASK == 0 {
+            return; // free already: it would take it rather than sleep
+        }
+        let _ = futex::flag_and_wait(&lock.word, current, FUTEX_WAITERS, &Deadline::never());
+        // The kernel's rule for a dying thread's pending lock.
+        if lock.word.load(Ordering::Relaxed) == 0 {
+            futex::wake_one(&lock.word);
+        }
+    }
+
+    /// A holder, a waiter that dies after its wake-up, and a waiter that must still get
+    /// the lock. The holder takes the lock again at once after releasing it (barging), so
+    /// the word may not be 0 when the woken one dies and the kernel's rule does not fire:
+    /// with the sleeps sliced, every thread finishes.
+    #[test]
+    fn a_waiter_dying_after_its_wake_up_strands_nobody() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        // The sliced sleeps are loops with a yield in the loom futex model.
+        builder.max_branches = 10_000;
+        builder.check(|| {
+            futex::loom_slices(true);
+            let lock = Arc::new(RawLock::new());
+            let held = lock.lock().unwrap();
+            let dying = {
+                let lock = Arc::clone(&lock);
+                thread::spawn(move || wait_then_die(&lock))
+            };
+            let waiter = {
+                let lock = Arc::clone(&lock);
+                thread::spawn(move || {
+                    futex::loom_slices(true);
+                    drop(lock.lock().unwrap());
+                })
+            };
+            drop(held);
+            drop(lock.lock().unwrap()); // barging
+            dying.join().unwrap();
+            waiter.join().unwrap();
+            assert!(!lock.is_locked());
+        });
     }
 }
