@@ -195,7 +195,7 @@ fn the_kill_loops_run_every_scenario_and_leave_nothing_behind() {
             .lines()
             .find(|l| l.starts_with(&format!("chaos {scenario} ")))
             .unwrap_or_else(|| panic!("no line for {scenario} in:\n{out}"));
-        assert!(line.contains(" PASS kills=15 "), "{line}");
+        assert!(line.contains(" PASS iterations=15 kills=15 "), "{line}");
         assert!(line.contains(" hangs=0 ") && line.contains(" duplicated=0 "), "{line}");
     }
     let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")

@@ -116,10 +116,11 @@ impl Report {
         sorted.sort_unstable();
         let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
         format!(
-            "chaos {:<9} {} kills={} ({}) operations={} hangs={} lost={} (allowed {}) \
-             duplicated={} garbage={} recovery p50={} p99={} max={} (n={}){}",
+            "chaos {:<9} {} iterations={} kills={} ({}) operations={} hangs={} lost={} \
+             (allowed {}) duplicated={} garbage={} recovery p50={} p99={} max={} (n={}){}",
             self.scenario,
             if self.passed() { "PASS" } else { "FAIL" },
+            self.kills, // one kill per iteration
             self.kills,
             kinds.join(", "),
             self.operations,
