@@ -14,6 +14,16 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
+/// Fails if `dir` holds a file whose name starts with `prefix`.
+fn assert_nothing_left(dir: &str, prefix: &str) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    assert!(leftovers.is_empty(), "left in {dir}: {leftovers:?}");
+}
+
 /// Waits for `child` at most `limit`, then returns its output; kills it and fails if not.
 fn wait_bounded(mut child: std::process::Child, name: &str, limit: Duration) -> Output {
     let end = Instant::now() + limit;
@@ -99,12 +109,7 @@ fn the_showdown_prints_every_scenario_and_writes_json() {
     assert!(written.trim_start().starts_with('{') && written.trim_end().ends_with('}'));
     // Six scenarios: shmsync's median and those of 15 other mechanisms.
     assert_eq!(written.matches("\"median_ns\"").count(), 6 + 15, "{written}");
-    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
+    assert_nothing_left("/dev/shm", &prefix);
 }
 
 /// Runs the example `name` to completion (bounded) and returns its output, checking that
@@ -198,10 +203,5 @@ fn the_kill_loops_run_every_scenario_and_leave_nothing_behind() {
         assert!(line.contains(" PASS iterations=15 kills=15 "), "{line}");
         assert!(line.contains(" hangs=0 ") && line.contains(" duplicated=0 "), "{line}");
     }
-    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert!(leftovers.is_empty(), "left in /dev/shm: {leftovers:?}");
+    assert_nothing_left("/dev/shm", &prefix);
 }

@@ -156,6 +156,14 @@ impl Board {
         self.stop.load(Ordering::Acquire) != 0
     }
 
+    /// A survivor saw `Disconnected`: the first time since the parent reset the mark, it
+    /// records when. Then it pauses briefly (a replacement is on its way).
+    pub fn saw_disconnected(&self) {
+        let _ =
+            self.disconnected_at.compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+
     /// Counts one arrival in `ledger` and the board's totals.
     pub fn arrived(&self, ledger: &Ledger, v: u64, direction: usize) {
         match ledger.record(v) {

@@ -50,6 +50,23 @@ impl Fleet {
         role
     }
 
+    /// SIGKILLs one end of a two-party object (slot 0 or 1) and waits at most `limit`
+    /// for the survivor to report `Disconnected` in `board`; returns how long that took
+    /// from the kill, or `None` if it never did.
+    pub fn kill_until_noticed(
+        &mut self,
+        slot: usize,
+        board: &crate::board::Board,
+        limit: Duration,
+    ) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        board.disconnected_at.store(0, Ordering::Release);
+        let t = crate::board::now_ns();
+        self.kill(slot);
+        wait_until(limit, || board.disconnected_at.load(Ordering::Acquire) != 0)
+            .then(|| board.disconnected_at.load(Ordering::Acquire).saturating_sub(t))
+    }
+
     /// Waits at most `limit` for every child to exit (after the stop flag); kills and
     /// counts those still running.
     pub fn finish(&mut self, limit: Duration) -> u64 {

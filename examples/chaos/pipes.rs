@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shmsync::{Connection, End, OpenError, Pipe, RecvError, SendError, Shared};
 
-use crate::board::{Board, Ledger, PER_GEN, decode, encode, now_ns};
+use crate::board::{Board, Ledger, PER_GEN, decode, encode};
 use crate::fleet::{Fleet, Rng, pause, wait_until};
 use crate::{HANG, Report, Run};
 
@@ -103,27 +103,14 @@ pub fn child(role: &str, _slot: usize) {
                     seq += 1;
                 }
                 Err(SendError::Timeout) => {}
-                Err(SendError::Disconnected) => {
-                    let _ = board.disconnected_at.compare_exchange(
-                        0,
-                        now_ns(),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
+                Err(SendError::Disconnected) => board.saw_disconnected(),
                 Err(_) => {
                     board.garbage.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }
             if !drain(&mut conn, &board, incoming, direction) {
-                let _ = board.disconnected_at.compare_exchange(
-                    0,
-                    now_ns(),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-                std::thread::sleep(Duration::from_micros(100));
+                board.saw_disconnected();
             }
             if seq % 8 == 7 {
                 std::thread::sleep(Duration::from_micros(20));
@@ -165,16 +152,15 @@ pub fn pipe(run: &Run) -> Report {
         }
         pause(rng.pause(3_000));
         let slot = rng.below(2) as usize;
-        board.disconnected_at.store(0, Ordering::Release);
-        let t = now_ns();
-        fleet.kill(slot);
+        let noticed = fleet.kill_until_noticed(slot, &board, HANG);
         report.killed(if slot == 0 { "end A" } else { "end B" });
         hands.push((slot, board.in_hand[slot].swap(0, Ordering::AcqRel)));
-        if wait_until(HANG, || board.disconnected_at.load(Ordering::Acquire) != 0) {
-            report.recoveries.push(board.disconnected_at.load(Ordering::Acquire).saturating_sub(t));
-        } else {
-            eprintln!("chaos pipe: the survivor never saw Disconnected");
-            report.hangs += 1;
+        match noticed {
+            Some(ns) => report.recoveries.push(ns),
+            None => {
+                eprintln!("chaos pipe: the survivor never saw Disconnected");
+                report.hangs += 1;
+            }
         }
         pause(rng.pause(5_000));
         fleet.spawn(slot, roles[slot]);

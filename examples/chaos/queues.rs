@@ -35,13 +35,6 @@ fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError
     }
 }
 
-/// The first time a survivor sees `Disconnected` after the parent reset the mark.
-fn saw_disconnected(board: &Board) {
-    let _ =
-        board.disconnected_at.compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_micros(100));
-}
-
 /// Pushes numbered values with `push` as fast as it can until told to stop, confirming
 /// each accepted one. The consumers are slower, so the queue is mostly full: a hole a
 /// killed producer leaves is far from the head, as in a real backlog.
@@ -65,7 +58,7 @@ fn produce(
                 match push(item) {
                     Ok(()) => break,
                     Err(PushError::Timeout(_) | PushError::Full(_)) => {}
-                    Err(PushError::Disconnected(_)) => saw_disconnected(board),
+                    Err(PushError::Disconnected(_)) => board.saw_disconnected(),
                     Err(_) => {
                         board.garbage.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -101,7 +94,7 @@ fn consume(
                 }
             }
             Err(PopError::Timeout | PopError::Empty) => {}
-            Err(PopError::Disconnected) => saw_disconnected(board),
+            Err(PopError::Disconnected) => board.saw_disconnected(),
             Err(_) => {
                 board.garbage.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -225,19 +218,18 @@ pub fn spsc(run: &Run) -> Report {
         }
         pause(rng.pause(3_000));
         let slot = rng.below(2) as usize;
-        board.disconnected_at.store(0, Ordering::Release);
-        let t = now_ns();
-        fleet.kill(slot);
+        // The survivor must notice, blocked or not.
+        let noticed = fleet.kill_until_noticed(slot, board, HANG);
         report.killed(if slot == 0 { "producers" } else { "consumers" });
         if slot == 1 {
             hands.push(board.in_hand[slot].swap(0, Ordering::AcqRel));
         }
-        // The survivor must notice, blocked or not.
-        if wait_until(HANG, || board.disconnected_at.load(Ordering::Acquire) != 0) {
-            report.recoveries.push(board.disconnected_at.load(Ordering::Acquire).saturating_sub(t));
-        } else {
-            eprintln!("chaos spsc: the survivor never saw Disconnected");
-            report.hangs += 1;
+        match noticed {
+            Some(ns) => report.recoveries.push(ns),
+            None => {
+                eprintln!("chaos spsc: the survivor never saw Disconnected");
+                report.hangs += 1;
+            }
         }
         pause(rng.pause(5_000));
         fleet.spawn(slot, roles[slot]);
