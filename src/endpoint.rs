@@ -54,6 +54,8 @@ impl Side {
                 // Only the holder of the role writes the count.
                 let generation = self.attached.load(Ordering::Relaxed).checked_add(1).unwrap_or(1);
                 self.attached.store(generation, Ordering::Release);
+                // Whoever waits for this end to be taken up (`wait_held`).
+                futex::wake_all(&self.attached);
                 Ok((claim, generation))
             }
             Err(ClaimError::Busy) => Err(OpenError::Busy),
@@ -70,6 +72,28 @@ impl Side {
     pub(crate) fn gone(&self) -> bool {
         // The role word first: while it is held (the streaming case) one load answers.
         !self.role.is_held_acquire() && self.attached.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether a live handle holds this end right now.
+    #[inline]
+    pub(crate) fn is_held(&self) -> bool {
+        self.role.is_held_acquire()
+    }
+
+    /// Waits until a live handle holds this end, at most until `deadline`; returns
+    /// whether one does. A claim bumps `attached` and wakes the word; the sleep is sliced
+    /// as a net under a claimant killed between taking the role and the wake.
+    pub(crate) fn wait_held(&self, deadline: &Deadline) -> bool {
+        loop {
+            let seen = self.attached.load(Ordering::Acquire);
+            if self.is_held() {
+                return true;
+            }
+            if deadline.has_passed() {
+                return false;
+            }
+            let _ = futex::wait(&self.attached, seen, &deadline.capped(SAFETY_SLICE));
+        }
     }
 
     /// How many times this end has been claimed (0: never).

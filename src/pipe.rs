@@ -487,6 +487,44 @@ impl Connection {
         Ok(dropped)
     }
 
+    /// Whether a live handle holds the other end right now.
+    ///
+    /// Until one first does, blocking calls simply wait (their timeouts apply) and never
+    /// say `Disconnected`; use [`wait_connected`](Self::wait_connected) to wait for it
+    /// with a bound.
+    pub fn is_connected(&self) -> bool {
+        self.sides().1.is_held()
+    }
+
+    /// Waits at most `timeout` for a live handle to hold the other end; returns whether
+    /// one does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmsync::{Options, Pipe};
+    ///
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-pipe-connected-{}", std::process::id());
+    /// let a = Pipe::create_with(&name, 4096, &opts)?;
+    /// assert!(!a.wait_connected(Duration::from_millis(10)), "nobody opened end B yet");
+    /// let b = Pipe::open_with(&name, &opts)?; // usually another process
+    /// assert!(a.wait_connected(Duration::from_secs(1)) && b.is_connected());
+    /// drop((a, b));
+    /// Pipe::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        self.sides().1.wait_held(&Deadline::after(timeout))
+    }
+
+    /// Waits until `deadline` at most for a live handle to hold the other end; returns
+    /// whether one does.
+    pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
+        self.sides().1.wait_held(&Deadline::at(deadline))
+    }
+
     /// Whether the other end had attached and is gone (dropped, or its process died).
     /// Messages it sent before may still be waiting.
     pub fn is_abandoned(&self) -> bool {

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crate::ShmSafe;
 use crate::endpoint::Side;
 use crate::error::{ChunkError, OpenError, PopError, PushError};
-use crate::futex::Wait;
+use crate::futex::{Deadline, Wait};
 use crate::keeper::RoleClaim;
 use crate::loom::UnsafeCell;
 use crate::pad::CachePadded;
@@ -358,6 +358,44 @@ impl<T: bytemuck::Pod> Producer<T> {
         self.consumer().gone()
     }
 
+    /// Whether a live handle holds the consumer's end right now.
+    ///
+    /// Until one first does, blocking calls simply wait (their timeouts apply) and never
+    /// say `Disconnected`; use [`wait_connected`](Self::wait_connected) to wait for it
+    /// with a bound, so that a consumer that never comes (a typo in its name) is noticed.
+    pub fn is_connected(&self) -> bool {
+        self.consumer().is_held()
+    }
+
+    /// Waits at most `timeout` for a live handle to hold the consumer's end; returns
+    /// whether one does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmsync::{Options, spsc};
+    ///
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-connected-Producer-{}", std::process::id());
+    /// let mut tx = spsc::Producer::<u64>::create_with(&name, 8, &opts)?;
+    /// let rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
+    /// assert!(tx.wait_connected(Duration::from_secs(1)));
+    /// assert!(rx.is_connected());
+    /// drop((tx, rx));
+    /// spsc::Producer::<u64>::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        self.consumer().wait_held(&Deadline::after(timeout))
+    }
+
+    /// Waits until `deadline` at most for a live handle to hold the consumer's end;
+    /// returns whether one does.
+    pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
+        self.consumer().wait_held(&Deadline::at(deadline))
+    }
+
     /// Lends the next `n` free slots to fill in place (zero-copy); nothing is published
     /// until [`WriteChunk::commit`]. Never blocks.
     ///
@@ -561,6 +599,44 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// Whether the producer had attached and is gone.
     pub fn is_abandoned(&self) -> bool {
         self.producer().gone()
+    }
+
+    /// Whether a live handle holds the producer's end right now.
+    ///
+    /// Until one first does, blocking calls simply wait (their timeouts apply) and never
+    /// say `Disconnected`; use [`wait_connected`](Self::wait_connected) to wait for it
+    /// with a bound, so that a producer that never comes (a typo in its name) is noticed.
+    pub fn is_connected(&self) -> bool {
+        self.producer().is_held()
+    }
+
+    /// Waits at most `timeout` for a live handle to hold the producer's end; returns
+    /// whether one does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmsync::{Options, spsc};
+    ///
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-connected-Consumer-{}", std::process::id());
+    /// let mut tx = spsc::Producer::<u64>::create_with(&name, 8, &opts)?;
+    /// let rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
+    /// assert!(tx.wait_connected(Duration::from_secs(1)));
+    /// assert!(rx.is_connected());
+    /// drop((tx, rx));
+    /// spsc::Producer::<u64>::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        self.producer().wait_held(&Deadline::after(timeout))
+    }
+
+    /// Waits until `deadline` at most for a live handle to hold the producer's end;
+    /// returns whether one does.
+    pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
+        self.producer().wait_held(&Deadline::at(deadline))
     }
 
     /// Lends the next `n` values to read in place (zero-copy); their slots are freed only

@@ -550,3 +550,34 @@ fn a_restarted_end_can_drop_what_was_sent_to_its_predecessor() {
     drop((a, b));
     Pipe::unlink(&name).unwrap();
 }
+
+#[test]
+fn wait_connected_times_out_without_a_peer_and_returns_once_one_comes() {
+    if role().as_deref() == Some("b") {
+        let b = Pipe::open(&arg("PIPE")).unwrap();
+        assert!(b.is_connected());
+        report("attached");
+        common::wait_for_parent(LIMIT);
+        return;
+    }
+    let name = unique_name("pipe-connected");
+    let _cleanup = Remove::shm(&name);
+    let a = Pipe::create(&name, 4096).unwrap();
+    assert!(!a.is_connected());
+    let start = Instant::now();
+    assert!(!a.wait_connected(Duration::from_millis(50)), "nobody came");
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    let mut b = spawn(
+        "wait_connected_times_out_without_a_peer_and_returns_once_one_comes",
+        "b",
+        &[("PIPE", &name)],
+    );
+    assert!(a.wait_connected_deadline(Instant::now() + LIMIT), "end B came");
+    b.expect("attached", LIMIT);
+    assert!(a.is_connected());
+    b.release();
+    b.wait_success(LIMIT);
+    assert!(!a.is_connected() && a.is_abandoned());
+    drop(a);
+    Pipe::unlink(&name).unwrap();
+}

@@ -339,3 +339,42 @@ fn chunked_streams_cross_processes_in_order() {
     assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
     spsc::Consumer::<u64>::unlink(&name).unwrap();
 }
+
+#[test]
+fn wait_connected_times_out_without_a_consumer_and_returns_once_one_comes() {
+    if role().as_deref() == Some("consumer") {
+        let rx = spsc::Consumer::<u64>::open(&arg("QUEUE")).unwrap();
+        assert!(rx.is_connected(), "the producer holds its end");
+        report("attached");
+        wait_for_parent(LIMIT);
+        return;
+    }
+    let name = unique_name("connected");
+    let _cleanup = Remove::shm(&name);
+    let tx = spsc::Producer::<u64>::create(&name, 8).unwrap();
+    assert!(!tx.is_connected());
+    let start = Instant::now();
+    assert!(!tx.wait_connected(Duration::from_millis(50)), "nobody came");
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    let until = Instant::now() + Duration::from_millis(20);
+    assert!(!tx.wait_connected_deadline(until));
+    assert!(Instant::now() >= until);
+
+    let mut consumer = spawn(
+        "wait_connected_times_out_without_a_consumer_and_returns_once_one_comes",
+        "consumer",
+        &[("QUEUE", &name)],
+    );
+    let start = Instant::now();
+    assert!(tx.wait_connected(LIMIT), "the consumer came");
+    let waited = start.elapsed();
+    consumer.expect("attached", LIMIT);
+    assert!(tx.is_connected());
+    // Woken by the claim, not by a timeout (a child starts in milliseconds).
+    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    consumer.release();
+    consumer.wait_success(LIMIT);
+    assert!(!tx.is_connected(), "gone again");
+    assert!(tx.is_abandoned());
+    spsc::Producer::<u64>::unlink(&name).unwrap();
+}
