@@ -7,10 +7,42 @@
 //! treated as hostile memory by every reader: a crashed or malicious peer can make an
 //! operation fail with an error, never make it panic or read out of bounds.
 //!
-//! # Example: two processes, one segment
+//! # Example: a queue between two processes
 //!
-//! The parent creates a segment holding a `#[repr(C)]` struct and starts a child (here,
-//! this same program again); the child opens the segment by name and updates it.
+//! The parent creates a queue and starts a child (here, this same program again); the
+//! child opens the queue by name and takes the other end. No syscall is made while values
+//! flow; a side sleeps (futex) only when there is nothing to do.
+//!
+//! ```rust,standalone_crate
+//! use std::process::Command;
+//! use std::time::Duration;
+//! use shmsync::spsc;
+//!
+//! let bound = Duration::from_secs(10); // every wait here has one
+//! if let Ok(name) = std::env::var("TICKS_NAME") {
+//!     // The child: any process of the same user can open the queue by its name.
+//!     let mut rx = spsc::Consumer::<u64>::open(&name)?;
+//!     let sum: u64 = (0..100).map(|_| rx.pop_timeout(bound).unwrap()).sum();
+//!     assert_eq!(sum, 4950);
+//!     return Ok(());
+//! }
+//!
+//! // The parent. Real programs use a fixed name such as "ticks".
+//! let name = format!("doc-ticks-{}", std::process::id());
+//! let mut tx = spsc::Producer::<u64>::create(&name, 64)?;
+//! let mut child = Command::new(std::env::current_exe()?).env("TICKS_NAME", &name).spawn()?;
+//! for tick in 0..100 {
+//!     tx.push_timeout(tick, bound)?; // waits only while the queue is full
+//! }
+//! assert!(child.wait()?.success());
+//! spsc::Producer::<u64>::unlink(&name)?; // the name goes; live handles stay valid
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Example: your own layout in one segment
+//!
+//! [`Shared<T>`](Shared) puts a `#[repr(C)]` struct of your own (atomics, plain data and
+//! the [`raw`] primitives) in a named segment.
 //!
 //! ```rust,standalone_crate
 //! use std::process::Command;
@@ -25,24 +57,22 @@
 //! unsafe impl ShmSafe for Stats {}
 //!
 //! if let Ok(name) = std::env::var("STATS_NAME") {
-//!     // The child: any process of the same user can open the segment by its name.
 //!     let stats = Shared::<Stats>::open(&name)?;
 //!     stats.visits.fetch_add(1, Ordering::Relaxed);
 //!     return Ok(());
 //! }
 //!
-//! // The parent. Real programs use a fixed name such as "stats".
 //! let name = format!("doc-stats-{}", std::process::id());
 //! let stats = Shared::<Stats>::create(&name, |s| *s.visits.get_mut() = 1)?;
 //! let child = Command::new(std::env::current_exe()?).env("STATS_NAME", &name).status()?;
 //! assert!(child.success());
 //! assert_eq!(stats.visits.load(Ordering::Relaxed), 2);
-//!
-//! Shared::<Stats>::unlink(&name)?; // the name goes; live mappings stay valid
+//! Shared::<Stats>::unlink(&name)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The runnable two-process version is `cargo run --release --example two_process`.
+//! The runnable two-process versions are the examples (`cargo run --release --example
+//! queue_writer_reader`, `--example two_process`, and the others listed in the README).
 //!
 //! # Names
 //!
@@ -66,7 +96,11 @@
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
 //!   object shares.
 //!
-//! The design notes (segment layout, protocols, trust model) are in `docs/design.md`.
+//! Processes that use a queue or a pipe start one helper thread, the *keeper*, which holds
+//! their roles so that the kernel releases them when the process dies.
+//!
+//! The design notes (segment layout, protocols, trust model) are in `docs/design.md`;
+//! what survives `kill -9`, measured, in `docs/RELIABILITY.md`.
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(
     clippy::undocumented_unsafe_blocks,
