@@ -46,6 +46,14 @@ pub enum OpenError {
     NoSpace,
     /// The role asked for (a queue's producer, a pipe's end) is held by a live handle.
     Busy,
+    /// A capacity, size or count the object cannot have (zero, too large, or a
+    /// semaphore's initial count above its bound), refused before anything is created.
+    InvalidCapacity {
+        /// The value asked for.
+        requested: u64,
+        /// What is allowed, in words (for example "queue capacity must be 1..=2^40").
+        allowed: String,
+    },
     /// Any other OS error, with its errno.
     Io(io::Error),
 }
@@ -76,6 +84,9 @@ impl fmt::Display for OpenError {
             ),
             Self::NoSpace => f.write_str("no space left for the segment"),
             Self::Busy => f.write_str("the role is held by another live handle"),
+            Self::InvalidCapacity { requested, allowed } => {
+                write!(f, "invalid capacity {requested}: {allowed}")
+            }
             Self::Io(e) => write!(f, "I/O error: {e}"),
         }
     }
@@ -410,9 +421,9 @@ impl fmt::Display for RecvError {
 
 impl std::error::Error for RecvError {}
 
-/// The `OpenError::Io(InvalidInput)` for an argument a constructor cannot accept.
-pub(crate) fn invalid_input(message: String) -> OpenError {
-    OpenError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))
+/// The `OpenError::InvalidCapacity` for a size or count a constructor cannot accept.
+pub(crate) fn invalid_capacity(requested: u64, allowed: String) -> OpenError {
+    OpenError::InvalidCapacity { requested, allowed }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -250,7 +250,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     /// # Errors
     ///
     /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
-    /// `Io(InvalidInput)` for a capacity of 0 or above 2^40.
+    /// `InvalidCapacity` for a capacity of 0 or above 2^40.
     pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
         Self::create_with(name, capacity, &Options::new())
     }

@@ -94,10 +94,13 @@ fn ring_size(capacity: usize) -> Result<u64, OpenError> {
         .map(|n| n.next_power_of_two().max(byte_ring::MIN_SIZE))
         .filter(|&n| capacity > 0 && n <= MAX_RING);
     size.ok_or_else(|| {
-        crate::error::invalid_input(format!(
-            "pipe capacity must be 1..={}, got {capacity}",
-            MAX_RING - 2 * byte_ring::HEADER as u64
-        ))
+        crate::error::invalid_capacity(
+            capacity as u64,
+            format!(
+                "a pipe's capacity must be 1..={} bytes",
+                MAX_RING - 2 * byte_ring::HEADER as u64
+            ),
+        )
     })
 }
 
@@ -163,7 +166,7 @@ impl Pipe {
     ///
     /// # Errors
     ///
-    /// `AlreadyExists`, `InvalidName`, `Io(InvalidInput)` for a capacity of 0 or one that
+    /// `AlreadyExists`, `InvalidName`, `InvalidCapacity` for a capacity of 0 or one that
     /// needs rings over 4 GiB, and the other [`OpenError`]s of creating a segment.
     pub fn create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
         Self::create_with(name, capacity, &Options::new())

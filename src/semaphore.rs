@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::{OpenError, ReleaseError, invalid_input};
+use crate::error::{OpenError, ReleaseError, invalid_capacity};
 use crate::object::{Object, named_object_common};
 use crate::raw::RawSemaphore;
 use crate::segment::{ObjectKind, Options};
@@ -40,7 +40,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// `Io(InvalidInput)` if `initial` exceeds [`RawSemaphore::MAX_COUNT`], and those of
+    /// `InvalidCapacity` if `initial` exceeds [`RawSemaphore::MAX_COUNT`], and those of
     /// [`Lock::create`](crate::Lock::create).
     pub fn create(name: &str, initial: u32) -> Result<Self, OpenError> {
         Self::create_impl(name, initial, 0, &Options::new())
@@ -60,7 +60,7 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// `Io(InvalidInput)` if `initial > max`, `max` is 0, or either exceeds
+    /// `InvalidCapacity` if `initial > max`, `max` is 0, or either exceeds
     /// [`RawSemaphore::MAX_COUNT`]; and those of [`Lock::create`](crate::Lock::create).
     pub fn create_bounded(name: &str, initial: u32, max: u32) -> Result<Self, OpenError> {
         Self::create_bounded_with(name, initial, max, &Options::new())
@@ -82,7 +82,8 @@ impl Semaphore {
     }
 
     fn create_impl(name: &str, initial: u32, max: u32, opts: &Options) -> Result<Self, OpenError> {
-        RawSemaphore::check(initial, max).map_err(invalid_input)?;
+        RawSemaphore::check(initial, max)
+            .map_err(|why| invalid_capacity(u64::from(initial), why))?;
         Object::create(name, ObjectKind::Semaphore, opts, |s: &mut RawSemaphore| {
             s.initialise(initial, max)
         })
@@ -143,7 +144,8 @@ impl Semaphore {
         max: u32,
         opts: &Options,
     ) -> Result<Self, OpenError> {
-        RawSemaphore::check(initial, max).map_err(invalid_input)?;
+        RawSemaphore::check(initial, max)
+            .map_err(|why| invalid_capacity(u64::from(initial), why))?;
         Object::open_or_create(name, ObjectKind::Semaphore, opts, |s: &mut RawSemaphore| {
             s.initialise(initial, max)
         })
@@ -198,7 +200,8 @@ impl Semaphore {
 
     fn check_bound(max: u32) -> Result<(), OpenError> {
         if max == 0 {
-            return Err(invalid_input(
+            return Err(invalid_capacity(
+                u64::from(max),
                 "a bounded semaphore needs a bound of at least 1".to_owned(),
             ));
         }

@@ -129,7 +129,7 @@ macro_rules! queue_constructors {
             /// # Errors
             ///
             /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
-            /// `Io(InvalidInput)` for a capacity of 0 or above 2^40.
+            /// `InvalidCapacity` for a capacity of 0 or above 2^40.
             pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
                 Self::create_with(name, capacity, &Options::new())
             }

@@ -144,8 +144,15 @@ fn an_oversize_message_is_refused_at_once() {
 #[test]
 fn bad_capacities_are_refused() {
     let name = unique_name("capacity");
-    assert!(matches!(Pipe::create(&name, 0), Err(OpenError::Io(_))));
-    assert!(matches!(Pipe::create(&name, usize::MAX), Err(OpenError::Io(_))));
+    for capacity in [0, usize::MAX] {
+        let err = Pipe::create(&name, capacity).unwrap_err();
+        assert!(
+            matches!(err, OpenError::InvalidCapacity { requested, .. } if requested == capacity as u64),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&capacity.to_string()) && text.contains("bytes"), "{text}");
+    }
     assert!(matches!(Pipe::open(&name), Err(OpenError::NotFound)));
 }
 

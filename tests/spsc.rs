@@ -112,7 +112,8 @@ fn full_empty_capacity_and_timeouts() {
     // Bad capacities are refused before anything is created.
     let bad = unique_name("zero");
     let err = spsc::Producer::<u32>::create(&bad, 0).unwrap_err();
-    assert!(matches!(err, OpenError::Io(ref e) if e.kind() == std::io::ErrorKind::InvalidInput));
+    assert!(matches!(err, OpenError::InvalidCapacity { requested: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("capacity 0") && err.to_string().contains("1..="), "{err}");
     assert!(matches!(spsc::Consumer::<u32>::open(&bad), Err(OpenError::NotFound)));
     // Another element type is refused.
     assert!(matches!(spsc::Consumer::<u64>::open(&name), Err(OpenError::LayoutMismatch)));

@@ -57,13 +57,14 @@ impl RingLayout {
     /// The segment to create for `capacity` values, rounded up to a power of two.
     ///
     /// # Errors
-    /// `Io(InvalidInput)` for 0 or more than [`MAX_CAPACITY`]; `NoSpace` if the payload
+    /// `InvalidCapacity` for 0 or more than [`MAX_CAPACITY`]; `NoSpace` if the payload
     /// does not fit in a segment.
     pub(crate) fn spec(&self, capacity: usize) -> Result<crate::segment::Spec, crate::OpenError> {
         if capacity == 0 || capacity as u64 > MAX_CAPACITY {
-            return Err(crate::error::invalid_input(format!(
-                "queue capacity must be 1..={MAX_CAPACITY}, got {capacity}"
-            )));
+            return Err(crate::error::invalid_capacity(
+                capacity as u64,
+                format!("a queue's capacity must be 1..={MAX_CAPACITY}"),
+            ));
         }
         let capacity = (capacity as u64).next_power_of_two();
         let payload_len = self.payload_len(capacity).ok_or(crate::OpenError::NoSpace)?;
