@@ -125,8 +125,8 @@ struct Control {
     positions: Positions,
     not_empty: CachePadded<Bell>,
     not_full: CachePadded<Bell>,
-    /// Member claims ever made.
-    claims: AtomicU64,
+    /// Formerly a count of member claims; no longer kept (`Disconnected` reads the masks).
+    _reserved0: u64,
     /// Bit `i`: a handle of member `i` has pushed (ever: the bit outlives the member).
     pushers: AtomicU64,
     /// Bit `i`: a handle of member `i` has popped.
@@ -366,7 +366,6 @@ impl<T: bytemuck::Pod> Queue<T> {
         }
         // Every member is alive or still owes a dead process's claim.
         let (member, claim) = claimed.ok_or(OpenError::Busy)?;
-        control.claims.fetch_add(1, Ordering::AcqRel);
         let bit = 1u64 << member;
         let inherited = (
             control.pushers.load(Ordering::Acquire) & bit != 0,

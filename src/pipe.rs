@@ -388,12 +388,8 @@ impl Connection {
         let (Ok(reader), Ok(writer)) = (reader, writer) else {
             return Err(OpenError::Corrupted);
         };
-        // Everything published so far was addressed to an earlier holder of this end.
-        let stale_until = match (&reader, incoming) {
-            (Some(r), Some(ring)) => ring.settled_tail(r.head()).map(|(_, t)| t),
-            _ => Ok(0),
-        }
-        .map_err(|_| OpenError::Corrupted)?;
+        // Everything published before we attached was addressed to an earlier holder.
+        let stale_until = reader.as_ref().map_or(0, ByteReader::attached_at);
         Ok(Self {
             _claim: claim,
             end,

@@ -414,6 +414,8 @@ impl Frame {
 pub(crate) struct ByteReader {
     ring: ByteRing,
     head: u64,
+    /// The writer's position when this reader attached (past an unrecorded frame).
+    attached_at: u64,
 }
 
 // SAFETY: as for `ByteWriter`.
@@ -427,8 +429,13 @@ impl ByteReader {
     /// No other `ByteReader` of this ring may be used while this one is.
     pub(crate) unsafe fn attach(ring: ByteRing) -> Result<Self, Corrupted> {
         let head = ring.indices().head.load(Ordering::Acquire);
-        ring.settled_tail(head)?;
-        Ok(Self { ring, head })
+        let (_, attached_at) = ring.settled_tail(head)?;
+        Ok(Self { ring, head, attached_at })
+    }
+
+    /// Where the messages published before this reader attached end.
+    pub(crate) fn attached_at(&self) -> u64 {
+        self.attached_at
     }
 
     /// The position of the next message to read.

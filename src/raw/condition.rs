@@ -30,10 +30,9 @@
 //! their next slice and return (a spurious wake-up), and the first to lock again gets
 //! `OwnerDied`, as anyone would after a death inside the lock: repair, re-check the
 //! predicate, and notify again if the dead one's share of the work is still due. A
-//! waiter killed while
-//! registered stays counted (it only costs notifies a syscall, and may leave an owed
-//! notification for a later waiter: a spurious wake-up, which every condition variable
-//! allows). Once 1023 waiters are counted, further waiters are not counted and instead
+//! waiter killed while registered stays counted (it only costs notifies a syscall, and
+//! may leave an owed notification for a later waiter: a spurious wake-up, which every
+//! condition variable allows). Once 1023 waiters are counted, further waiters are not counted and instead
 //! look at the sequence every 10 ms; they return on any notification.
 
 use std::time::{Duration, Instant};
@@ -45,8 +44,9 @@ use crate::raw::{LockGuard, RawLock};
 
 const WAITER_ONE: u32 = 1;
 const WAITER_MASK: u32 = 0x3FF;
-const OWED_ONE: u32 = 1 << 10;
-const OWED_MASK: u32 = 0x3FF << 10;
+const OWED_SHIFT: u32 = 10;
+const OWED_ONE: u32 = 1 << OWED_SHIFT;
+const OWED_MASK: u32 = WAITER_MASK << OWED_SHIFT;
 const SEQUENCE_ONE: u32 = 1 << 20;
 const SEQUENCE_MASK: u32 = !(WAITER_MASK | OWED_MASK);
 
@@ -55,7 +55,12 @@ fn waiters(word: u32) -> u32 {
 }
 
 fn owed(word: u32) -> u32 {
-    (word & OWED_MASK) >> 10
+    (word & OWED_MASK) >> OWED_SHIFT
+}
+
+/// The word of `sequence` (already in place), `owed` notifications and `waiters`.
+fn word_of(sequence: u32, owed: u32, waiters: u32) -> u32 {
+    (sequence & SEQUENCE_MASK) | (owed << OWED_SHIFT & OWED_MASK) | (waiters & WAITER_MASK)
 }
 /// How often an uncounted waiter (the count is saturated) looks for a notification.
 const POLL: Duration = Duration::from_millis(10);
@@ -197,9 +202,7 @@ impl RawCondition {
         loop {
             let owed_now =
                 if all { waiters(current) } else { (owed(current) + 1).min(waiters(current)) };
-            let next = (current & SEQUENCE_MASK).wrapping_add(SEQUENCE_ONE)
-                | (owed_now << 10)
-                | waiters(current);
+            let next = word_of(current.wrapping_add(SEQUENCE_ONE), owed_now, waiters(current));
             // Release pairs with the Acquire of the waiter that takes the notification:
             // what the notifier did before is visible to it (the lock orders it anyway).
             match self.word.compare_exchange_weak(
@@ -279,7 +282,7 @@ impl RawCondition {
         // Never below zero, even if the shared word was damaged meanwhile.
         while waiters(current) != 0 {
             let left = waiters(current) - 1;
-            let next = (current & SEQUENCE_MASK) | (owed(current).min(left) << 10) | left;
+            let next = word_of(current, owed(current).min(left), left);
             match self.word.compare_exchange_weak(
                 current,
                 next,
