@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::segment::ObjectKind;
+use crate::layout::ObjectKind;
 
 /// Why a named object could not be created, opened or unlinked.
 ///

@@ -23,7 +23,7 @@
 //! Deaths. A waiter takes its notification only once it holds the lock again, so a
 //! waiter that `notify_one` woke and that is killed on its way back to the lock leaves
 //! the notification owed in the word; every sleep lasts at most
-//! [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE) (10 ms), after which another
+//! [`LOST_WAKE_SLICE`](crate::wake::futex::LOST_WAKE_SLICE) (10 ms), after which another
 //! waiter that registered before the notify takes it: that is the worst extra latency
 //! such a death adds, and still exactly one waiter returns. A waiter killed after taking
 //! it holds the lock, so the kernel marks the lock `OWNER_DIED`: sleepers see that at
@@ -38,9 +38,9 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{LockError, LockResult};
-use crate::futex::{self, Deadline, WaitOutcome};
 use crate::loom::{AtomicU32, Ordering};
 use crate::raw::{LockGuard, RawLock};
+use crate::wake::futex::{self, Deadline, WaitOutcome};
 
 const WAITER_ONE: u32 = 1;
 const WAITER_MASK: u32 = 0x3FF;
@@ -96,7 +96,7 @@ const _: () = assert!(size_of::<RawCondition>() == 8 && align_of::<RawCondition>
 // count only costs syscalls), no pointers, all changes atomic.
 unsafe impl crate::ShmSafe for RawCondition {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::raw::RawCondition/1")
+        crate::layout::fnv1a(b"shmsync::raw::RawCondition/1")
     }
 }
 

@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::futex::{self, Deadline, WaitOutcome};
 use crate::loom::{AtomicU32, Ordering};
+use crate::wake::futex::{self, Deadline, WaitOutcome};
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
@@ -53,7 +53,7 @@ const _: () = assert!(size_of::<RawEvent>() == 8 && align_of::<RawEvent>() == 4)
 // only perturb the generation), no pointers, all changes atomic.
 unsafe impl crate::ShmSafe for RawEvent {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::raw::RawEvent/1")
+        crate::layout::fnv1a(b"shmsync::raw::RawEvent/1")
     }
 }
 

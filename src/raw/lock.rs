@@ -1,7 +1,7 @@
 //! `RawLock`: a futex mutex that reports its owner's death.
 //!
 //! The lock word uses the kernel's robust-futex layout, so that the kernel itself marks
-//! the lock when its owner dies (see `crate::robust`):
+//! the lock when its owner dies (see `crate::wake::robust`):
 //!
 //! | bits  | name         | meaning                                                      |
 //! |-------|--------------|--------------------------------------------------------------|
@@ -26,7 +26,7 @@
 //! rule, both found by kill loops: the wake-up's receiver dies after a third thread took
 //! the free lock without `WAITERS` (the word is that thread's tid, whose unlock wakes
 //! nobody), or after the kernel woke it for a dead owner (the word is `OWNER_DIED`, not
-//! 0). So every sleep is bounded by [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE):
+//! 0). So every sleep is bounded by [`LOST_WAKE_SLICE`](crate::wake::futex::LOST_WAKE_SLICE):
 //! a waiter left asleep on a free lock takes it within 10 ms; on a held one it raises
 //! `WAITERS` again and sleeps until the unlock. A waiter that leaves on a timeout after
 //! being woken leaves nothing to pass on: it had found the lock held and raised
@@ -40,9 +40,9 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{LockError, LockResult, TryLockError};
-use crate::futex::{self, Deadline, WaitOutcome};
 use crate::loom::{AtomicU32, AtomicU64, Ordering, spin_loop};
-use crate::robust::{self, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS};
+use crate::wake::futex::{self, Deadline, WaitOutcome};
+use crate::wake::robust::{self, FUTEX_OWNER_DIED, FUTEX_TID_MASK, FUTEX_WAITERS};
 
 /// The owner-TID value of a lock that can never be acquired again. Larger than any real
 /// thread id (`PID_MAX_LIMIT` is 2^22), so the kernel never mistakes it for an owner.
@@ -103,7 +103,7 @@ const _: () = {
 // owner reads), no pointers that other processes dereference, all changes atomic.
 unsafe impl crate::ShmSafe for RawLock {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::raw::RawLock/1")
+        crate::layout::fnv1a(b"shmsync::raw::RawLock/1")
     }
 }
 

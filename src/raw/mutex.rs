@@ -31,7 +31,7 @@ pub struct Mutex<T: bytemuck::Pod> {
 // pointers); the value changes only under the lock.
 unsafe impl<T: bytemuck::Pod> crate::ShmSafe for Mutex<T> {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::raw::Mutex/1") ^ T::type_tag().rotate_left(17)
+        crate::layout::fnv1a(b"shmsync::raw::Mutex/1") ^ T::type_tag().rotate_left(17)
     }
 }
 

@@ -17,14 +17,14 @@
 //! Permits held by a process that dies are not returned, as with POSIX semaphores. A
 //! sleeper that a release woke and that is killed before it takes the permit leaves the
 //! permit counted and `WAITERS` cleared, with other sleepers asleep: so sleeps last at
-//! most [`LOST_WAKE_SLICE`](crate::futex::LOST_WAKE_SLICE) (10 ms), after which a sleeper
+//! most [`LOST_WAKE_SLICE`](crate::wake::futex::LOST_WAKE_SLICE) (10 ms), after which a sleeper
 //! looks at the count again. That is the worst extra latency such a death adds.
 
 use std::time::{Duration, Instant};
 
 use crate::error::ReleaseError;
-use crate::futex::{self, Deadline, WaitOutcome};
 use crate::loom::{AtomicU32, Ordering};
+use crate::wake::futex::{self, Deadline, WaitOutcome};
 
 const WAITERS: u32 = 1 << 31;
 const COUNT_MASK: u32 = WAITERS - 1;
@@ -58,7 +58,7 @@ const _: () = assert!(size_of::<RawSemaphore>() == 8 && align_of::<RawSemaphore>
 // only makes `release` refuse), no pointers, all changes atomic.
 unsafe impl crate::ShmSafe for RawSemaphore {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::raw::RawSemaphore/1")
+        crate::layout::fnv1a(b"shmsync::raw::RawSemaphore/1")
     }
 }
 

@@ -30,9 +30,8 @@
 //! Every field is an atomic, so a hostile peer rewriting the header while we read it is
 //! a value we validate, not a data race.
 
-use std::fmt;
-
 use crate::OpenError;
+use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 
 /// Size of the header; payloads start at or after it.
@@ -48,89 +47,6 @@ pub(crate) const STATE_UNINIT: u32 = 0;
 pub(crate) const STATE_READY: u32 = 0x5EAD_1E55;
 /// The largest element alignment a segment supports: mappings are page-aligned.
 pub(crate) const MAX_ALIGN: u32 = 4096;
-
-/// What kind of object a segment holds, as recorded in its header.
-///
-/// Opening a segment as the wrong kind fails with
-/// [`OpenError::KindMismatch`](crate::OpenError::KindMismatch).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ObjectKind {
-    /// A user-defined layout in a [`Shared`](crate::Shared).
-    Shared,
-    /// A robust futex lock.
-    Lock,
-    /// An event flag.
-    Event,
-    /// A lock with a condition variable.
-    Condition,
-    /// A counting semaphore, bounded or not.
-    Semaphore,
-    /// A single-producer single-consumer ring buffer.
-    SpscQueue,
-    /// A multi-producer multi-consumer ring buffer.
-    MpmcQueue,
-    /// A duplex message pipe.
-    Pipe,
-    /// A single value with its own lock.
-    Value,
-    /// An array with its own lock.
-    Array,
-}
-
-impl ObjectKind {
-    const ALL: [Self; 10] = [
-        Self::Shared,
-        Self::Lock,
-        Self::Event,
-        Self::Condition,
-        Self::Semaphore,
-        Self::SpscQueue,
-        Self::MpmcQueue,
-        Self::Pipe,
-        Self::Value,
-        Self::Array,
-    ];
-
-    /// The number stored in the header. Fixed forever: new kinds get new numbers.
-    pub(crate) const fn code(self) -> u32 {
-        match self {
-            Self::Shared => 1,
-            Self::Lock => 2,
-            Self::Event => 3,
-            Self::Condition => 4,
-            Self::Semaphore => 5,
-            Self::SpscQueue => 6,
-            Self::MpmcQueue => 7,
-            Self::Pipe => 8,
-            Self::Value => 9,
-            Self::Array => 10,
-        }
-    }
-
-    /// The kind with header number `code`, if any.
-    pub(crate) fn from_code(code: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.code() == code)
-    }
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::Shared => "Shared",
-            Self::Lock => "Lock",
-            Self::Event => "Event",
-            Self::Condition => "Condition",
-            Self::Semaphore => "Semaphore",
-            Self::SpscQueue => "SPSC queue",
-            Self::MpmcQueue => "MPMC queue",
-            Self::Pipe => "Pipe",
-            Self::Value => "Value",
-            Self::Array => "Array",
-        };
-        f.write_str(name)
-    }
-}
 
 /// The element type an object stores, as far as the header can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,16 +323,6 @@ mod tests {
         h.initialise(&spec(), &p, 42, 7);
         h.publish();
         (h, p)
-    }
-
-    #[test]
-    fn kind_codes_round_trip_and_unknown_codes_do_not() {
-        for kind in ObjectKind::ALL {
-            assert_eq!(ObjectKind::from_code(kind.code()), Some(kind));
-        }
-        for code in [0, 11, u32::MAX] {
-            assert_eq!(ObjectKind::from_code(code), None);
-        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod header;
 mod name;
+pub(crate) mod object;
 mod options;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -17,9 +18,9 @@ use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::OpenError;
-use crate::futex::Deadline;
+use crate::layout::ObjectKind;
+use crate::wake::futex::Deadline;
 
-pub use header::ObjectKind;
 pub(crate) use header::{Element, Expected, Spec};
 use header::{HEADER_LEN, Header, MAX_SEGMENT_LEN, State, Validated};
 pub(crate) use name::validate_name;
@@ -82,7 +83,7 @@ impl SegmentInfo {
 /// Where a segment's bytes live.
 enum Memory {
     /// A shared mapping of the segment file: the real thing. Unmapped on drop unless a
-    /// robust lock inside it is still linked (a leaked guard): see `crate::robust`.
+    /// robust lock inside it is still linked (a leaked guard): see `crate::wake::robust`.
     Mapped(std::mem::ManuallyDrop<memmap2::MmapRaw>),
     /// A private, zeroed heap block: unit tests and Miri, which cannot map files.
     #[cfg(all(test, not(loom)))]
@@ -107,7 +108,7 @@ impl Drop for Memory {
                 // A lock whose guard was leaked is still in some thread's robust list;
                 // unmapping would leave that list pointing at unmapped (or reused)
                 // memory. Keeping the mapping is the only sound choice.
-                if !crate::robust::any_linked_in(map.as_ptr() as usize, map.len()) {
+                if !crate::wake::robust::any_linked_in(map.as_ptr() as usize, map.len()) {
                     // SAFETY: dropped exactly once, here; nothing uses it afterwards.
                     unsafe { std::mem::ManuallyDrop::drop(map) };
                 }

@@ -5,69 +5,9 @@ use std::fmt;
 use std::ops::Deref;
 
 use crate::OpenError;
-use crate::object::{Object, named_object_common};
-use crate::segment::{ObjectKind, Options};
-
-/// Types that may live in shared memory and be viewed by several processes at once.
-///
-/// # Safety
-///
-/// Implement it only for a type that:
-/// - has a layout fixed by its definition (`#[repr(C)]`, `#[repr(transparent)]` or a
-///   primitive), so that every program compiled from that definition agrees on it;
-/// - is valid for **every** bit pattern, all zeros included (a fresh segment is zeroed,
-///   and a crashed or hostile peer can leave any bytes behind);
-/// - holds no pointers, references, file descriptors or other values that mean something
-///   only inside one process;
-/// - changes after creation only through atomics or cells guarded by a cross-process
-///   protocol (such as the raw primitives of this crate), never through plain fields.
-///
-/// Every [`Pod`](bytemuck::Pod) type qualifies and implements it already. Structs of
-/// atomics (as below) and of this crate's raw primitives implement it by hand. (std's
-/// atomics cannot implement it directly: Rust's coherence rules forbid the impl next to
-/// the one for every `Pod` type. Wrap them in a `#[repr(C)]` struct.)
-///
-/// # Examples
-///
-/// ```
-/// use std::sync::atomic::AtomicU32;
-///
-/// #[repr(C)]
-/// struct Counters {
-///     hits: AtomicU32,
-///     misses: AtomicU32,
-/// }
-/// // SAFETY: repr(C), every bit pattern is valid, no pointers, all shared state atomic.
-/// unsafe impl shmsync::ShmSafe for Counters {}
-/// ```
-pub unsafe trait ShmSafe: Sized {
-    /// A number that tells this type apart from other types of the same size and
-    /// alignment, recorded at create and checked at open.
-    ///
-    /// The default hashes [`std::any::type_name`], so both processes must name the type
-    /// by the same path: define shared layouts in one crate that both programs use.
-    /// Override it with a constant when the paths differ on purpose.
-    fn type_tag() -> u64 {
-        fnv1a(type_name::<Self>().as_bytes())
-    }
-}
-
-// SAFETY: Pod types are valid for every bit pattern, have no pointers or interior
-// mutability, and bytemuck requires a fixed layout of them.
-unsafe impl<T: bytemuck::Pod> ShmSafe for T {}
-
-/// 64-bit FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`), and good
-/// enough to tell type names apart.
-pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    let mut i = 0;
-    while i < bytes.len() {
-        hash ^= bytes[i] as u64;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
-    hash
-}
+use crate::layout::{ObjectKind, ShmSafe};
+use crate::segment::Options;
+use crate::segment::object::{Object, named_object_common};
 
 /// A value of a user-defined type `T` in its own named segment.
 ///
@@ -186,21 +126,6 @@ impl<T: ShmSafe> fmt::Debug for Shared<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_reference_values() {
-        // Published test vectors of 64-bit FNV-1a.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn type_tags_tell_same_sized_types_apart() {
-        assert_ne!(<u64 as ShmSafe>::type_tag(), <i64 as ShmSafe>::type_tag());
-        assert_ne!(<[u32; 2] as ShmSafe>::type_tag(), <u64 as ShmSafe>::type_tag());
-        assert_eq!(<u64 as ShmSafe>::type_tag(), fnv1a(b"u64"));
-    }
 
     #[test]
     fn a_heap_segment_derefs_to_the_initialised_value() {

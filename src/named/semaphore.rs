@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{OpenError, ReleaseError, invalid_capacity};
-use crate::object::{Object, named_object_common};
+use crate::layout::ObjectKind;
 use crate::raw::RawSemaphore;
-use crate::segment::{ObjectKind, Options};
+use crate::segment::Options;
+use crate::segment::object::{Object, named_object_common};
 
 /// A counting semaphore shared by name, like Python's `multiprocessing.Semaphore` and
 /// (with [`create_bounded`](Self::create_bounded)) `BoundedSemaphore`.

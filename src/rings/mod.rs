@@ -1,39 +1,18 @@
-//! Ring-buffer algorithms for the queues, over memory the caller provides, and what the
-//! named queues (`spsc`, `mpmc`) share: the segment layout rule and the spin before a
-//! sleep. The algorithms are checked by their unit tests, Miri and loom.
+//! The ring queues and what they share: the segment layout rule (here), the one wait
+//! loop ([`wait`]), the one doorbell ([`doorbell`]), the two-party side of SPSC queues and
+//! pipes ([`side`]), the keeper thread that holds roles ([`keeper`]), and the queues
+//! themselves ([`spsc`], [`mpmc`]), each a handle module over a loom-checked ring.
 // Loom builds leave out the named queues, the only users outside the models.
 #![cfg_attr(loom, allow(dead_code))]
 
-pub(crate) mod byte_ring;
 pub(crate) mod doorbell;
-pub(crate) mod mpmc_ring;
-pub(crate) mod spsc_ring;
-
-/// Spins while `ready()` is false, for about 20 us in all (the cost of a sleep and
-/// wake-up on this machine class); returns whether it became true. Queues and pipes spin
-/// before they sleep, so a stream that keeps up never sleeps.
-///
-/// It looks after every hint for the first 64 (~1.5 us: an answer crosses the cache in a
-/// few hundred nanoseconds, and a longer gap between looks would add to every round
-/// trip), then backs off, doubling the gap up to 512 hints.
 #[cfg(not(loom))]
-pub(crate) fn spin_until(ready: &mut dyn FnMut() -> bool) -> bool {
-    for _ in 0..64 {
-        if ready() {
-            return true;
-        }
-        crate::loom::spin_loop();
-    }
-    for round in 1..10 {
-        if ready() {
-            return true;
-        }
-        for _ in 0..1u32 << round {
-            crate::loom::spin_loop();
-        }
-    }
-    ready()
-}
+pub(crate) mod keeper;
+pub mod mpmc;
+#[cfg(not(loom))]
+pub(crate) mod side;
+pub mod spsc;
+pub(crate) mod wait;
 
 /// Largest queue capacity, in values.
 #[cfg(not(loom))]

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use crate::error::LockResult;
-use crate::futex::Deadline;
-use crate::object::{Object, named_object_common, named_object_create};
+use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, RawCondition, RawLock};
-use crate::segment::ObjectKind;
+use crate::segment::object::{Object, named_object_common, named_object_create};
+use crate::wake::futex::Deadline;
 
 /// The segment payload of a [`Condition`].
 #[repr(C)]
@@ -21,7 +21,7 @@ const _: () = assert!(size_of::<ConditionState>() == 48);
 // SAFETY: repr(C) of two ShmSafe raw primitives.
 unsafe impl crate::ShmSafe for ConditionState {
     fn type_tag() -> u64 {
-        crate::shared::fnv1a(b"shmsync::Condition/1")
+        crate::layout::fnv1a(b"shmsync::Condition/1")
     }
 }
 

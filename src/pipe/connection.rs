@@ -1,63 +1,19 @@
-//! Duplex connections of variable-size messages between two processes, like Python's
-//! `multiprocessing.Pipe()`.
-//!
-//! A pipe is one named segment with two byte rings, one per direction. [`Pipe::create`]
-//! gives its caller end A, [`Pipe::open`] gives end B (usually in another process); both
-//! are [`Connection`]s. A message is written in place ([`Connection::send_with`]) or copied
-//! in ([`Connection::send`]), and read in place ([`Connection::recv`] lends a [`Message`]
-//! borrowing the ring until it is dropped) or copied out ([`Connection::recv_into`]). A
-//! steady exchange makes no syscall; a side blocks (futex) only when its ring is empty
-//! (receiving) or full (sending), and the other side wakes it only if it sleeps.
-//!
-//! Each end is claimed by one live process at a time (a second claimant gets
-//! [`OpenError::Busy`]); when a handle is dropped or its process dies, the end can be
-//! opened again, and the other end, once it has received every message sent before,
-//! gets [`RecvError::Disconnected`], as Python raises `EOFError`.
-//!
-//! # Trust
-//!
-//! Lengths and positions read from the segment are checked: a peer that writes garbage
-//! makes calls fail with `Corrupted`, never panic or read out of bounds. But a
-//! [`Message`] is a view of shared memory: a dishonest peer can change its bytes while you
-//! read them. With a peer you do not trust, use [`Connection::recv_into`], which copies
-//! the message once, and validate the copy.
-//!
-//! # Examples
-//!
-//! ```
-//! use shmsync::{Options, Pipe, RecvError};
-//!
-//! # let opts = Options::new().dir(std::env::temp_dir());
-//! # let name = format!("doc-pipe-{}", std::process::id());
-//! let mut a = Pipe::create_with(&name, 4096, &opts)?;
-//! let mut b = Pipe::open_with(&name, &opts)?; // usually another process
-//! a.send(b"ping")?;
-//! assert_eq!(&*b.recv()?, b"ping");
-//! b.send_with(4, |buf| buf.copy_from_slice(b"pong"))?; // written in place
-//! let mut reply = Vec::new();
-//! a.recv_into(&mut reply)?;
-//! assert_eq!(reply, b"pong");
-//! drop(a);
-//! assert_eq!(b.recv().unwrap_err(), RecvError::Disconnected);
-//! Pipe::unlink_with(&name, &opts)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-
 use std::io;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use crate::endpoint::Side;
 use crate::error::{OpenError, RecvError, SendError};
-use crate::futex::{Deadline, Wait};
-use crate::keeper::RoleClaim;
+use crate::layout::CachePadded;
+use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
-use crate::pad::CachePadded;
-use crate::queue::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Reservation};
-use crate::queue::spin_until;
-use crate::queue::spsc_ring::Indices;
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::pipe::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Reservation};
+use crate::rings::keeper::RoleClaim;
+use crate::rings::side::Side;
+use crate::rings::spsc::ring::Indices;
+use crate::rings::wait::spin_until;
+use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
+use crate::wake::futex::{Deadline, Wait};
 
 /// `Control::mode` of a pipe with a ring in each direction.
 const DUPLEX: u32 = 1;
@@ -110,7 +66,7 @@ fn expected() -> Expected {
         element: Element {
             size: 1,
             align: align_of::<Control>() as u32,
-            type_tag: crate::shared::fnv1a(b"shmsync::Pipe/1"),
+            type_tag: crate::layout::fnv1a(b"shmsync::Pipe/1"),
         },
     }
 }

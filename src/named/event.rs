@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::object::{Object, named_object_common, named_object_create};
+use crate::layout::ObjectKind;
 use crate::raw::RawEvent;
-use crate::segment::ObjectKind;
+use crate::segment::object::{Object, named_object_common, named_object_create};
 
 /// A flag shared by name between processes, like Python's `multiprocessing.Event`.
 ///

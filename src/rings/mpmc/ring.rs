@@ -28,8 +28,8 @@
 
 use std::ptr::NonNull;
 
+use crate::layout::CachePadded;
 use crate::loom::{AtomicU64, Ordering, UnsafeCell, spin_loop};
-use crate::pad::CachePadded;
 
 /// The two shared positions.
 #[repr(C)]

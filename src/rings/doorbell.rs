@@ -7,11 +7,11 @@
 //! only if it is raised does it lower it, bump `wake` and make the wake syscall. The two
 //! fences give Dekker's store-load order on both sides: either the sleeper sees the work
 //! or the publisher sees the flag. In the queues the heavy fence is a process-wide
-//! membarrier and the light one a compiler fence (`crate::fence`); the loom model uses
+//! membarrier and the light one a compiler fence (`crate::wake::fence`); the loom model uses
 //! SeqCst fences for both, which is what membarrier stands in for.
 
-use crate::futex;
 use crate::loom::{AtomicU32, Ordering};
+use crate::wake::futex;
 
 /// One side's flag and futex word.
 #[repr(C)]
@@ -72,9 +72,9 @@ const _: () = assert!(size_of::<Doorbell>() == 8 && align_of::<Doorbell>() == 4)
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::futex::Deadline;
     use crate::loom::fence;
-    use crate::queue::spsc_ring::{Indices, PopFailure, Reader, RingMemory, Writer};
+    use crate::rings::spsc::ring::{Indices, PopFailure, Reader, RingMemory, Writer};
+    use crate::wake::futex::Deadline;
     use std::ptr::NonNull;
     use std::sync::Arc;
 

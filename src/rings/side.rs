@@ -2,7 +2,7 @@
 //! there, and its doorbell.
 //!
 //! Each end has a [`Side`] in the object's control block. The process holding an end
-//! holds the side's role lock through its keeper thread (`crate::keeper`), so the kernel
+//! holds the side's role lock through its keeper thread (`crate::rings::keeper`), so the kernel
 //! releases the role, with `OWNER_DIED`, when that process dies; the role can then be
 //! claimed again. A side that finds nothing to do sleeps on its doorbell *and* on the
 //! other side's role word (`futex_waitv`), so the kernel wakes it when the other side's
@@ -11,13 +11,13 @@
 use std::time::Duration;
 
 use crate::error::OpenError;
-use crate::fence;
-use crate::futex::{self, Deadline};
-use crate::keeper::{self, ClaimError, RoleClaim};
 use crate::loom::{AtomicU32, Ordering};
-use crate::queue::doorbell::Doorbell;
 use crate::raw::RawLock;
-use crate::robust::FUTEX_WAITERS;
+use crate::rings::doorbell::Doorbell;
+use crate::rings::keeper::{self, ClaimError, RoleClaim};
+use crate::wake::fence;
+use crate::wake::futex::{self, Deadline};
+use crate::wake::robust::FUTEX_WAITERS;
 
 /// One end's shared state.
 #[repr(C)]

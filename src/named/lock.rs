@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{LockResult, TryLockError};
-use crate::object::{Object, named_object_common, named_object_create};
+use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, RawLock};
-use crate::segment::ObjectKind;
+use crate::segment::object::{Object, named_object_common, named_object_create};
 
 /// A lock shared by name between processes, like Python's `multiprocessing.Lock`, that
 /// reports its owner's death instead of hanging everyone.

@@ -6,9 +6,10 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::error::{LockError, LockResult, OpenError};
-use crate::object::{Object, named_object_common};
+use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, Mutex, MutexGuard, RawLock};
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
+use crate::segment::object::{Object, named_object_common};
+use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 
 /// A single plain value with its own lock, shared by name.
 ///

@@ -5,8 +5,9 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::OpenError;
-use crate::segment::{Element, Expected, ObjectKind, Options, Segment, SegmentInfo, Spec};
-use crate::shared::ShmSafe;
+use crate::layout::ObjectKind;
+use crate::layout::ShmSafe;
+use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 
 /// A segment of kind `kind` whose payload is exactly one `T`.
 pub(crate) struct Object<T: ShmSafe> {
@@ -134,7 +135,7 @@ macro_rules! named_object_common {
         ///
         /// As `open`.
         pub fn open_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
-            $crate::object::Object::open(name, $kind, opts).map(|inner| Self { inner })
+            $crate::segment::object::Object::open(name, $kind, opts).map(|inner| Self { inner })
         }
 
         #[doc = concat!("Removes the name of the ", $what, " `name` from `/dev/shm`.")]
@@ -187,7 +188,7 @@ macro_rules! named_object_create {
         ///
         /// As `create`, plus `Io(InvalidInput)` for a mode without owner read and write.
         pub fn create_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
-            $crate::object::Object::create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
+            $crate::segment::object::Object::create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
         }
 
         #[doc = concat!("Opens the ", $what, " `name`, or creates it (", $initially, ") if absent.")]
@@ -207,7 +208,7 @@ macro_rules! named_object_create {
         ///
         /// As `open_or_create`.
         pub fn open_or_create_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
-            $crate::object::Object::open_or_create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
+            $crate::segment::object::Object::open_or_create(name, $kind, opts, |_| {}).map(|inner| Self { inner })
         }
     };
 }

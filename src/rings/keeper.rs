@@ -173,8 +173,9 @@ mod tests {
 
     #[test]
     fn a_killed_holder_leaves_the_role_claimable_after_death() {
-        use crate::object::Object;
-        use crate::segment::{ObjectKind, Options};
+        use crate::layout::ObjectKind;
+        use crate::segment::Options;
+        use crate::segment::object::Object;
         use std::io::BufRead;
         use std::time::Duration;
 
@@ -194,7 +195,7 @@ mod tests {
         let lock = Object::<RawLock>::create(&name, ObjectKind::Lock, &opts, |_| {}).unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
-                "keeper::tests::a_killed_holder_leaves_the_role_claimable_after_death",
+                "rings::keeper::tests::a_killed_holder_leaves_the_role_claimable_after_death",
                 "--exact",
                 "--nocapture",
             ])

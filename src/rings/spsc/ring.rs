@@ -19,17 +19,17 @@
 
 use std::ptr::NonNull;
 
+use crate::layout::CachePadded;
 use crate::loom::{AtomicU64, Ordering, UnsafeCell};
-use crate::pad::CachePadded;
 
 /// The two shared positions, each on its own pair of cache lines.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Indices {
     /// The consumer's position. Written only by the consumer.
-    pub(super) head: CachePadded<AtomicU64>,
+    pub(crate) head: CachePadded<AtomicU64>,
     /// The producer's position. Written only by the producer.
-    pub(super) tail: CachePadded<AtomicU64>,
+    pub(crate) tail: CachePadded<AtomicU64>,
 }
 
 #[cfg(not(loom))]

@@ -49,8 +49,8 @@
 
 use std::ptr::NonNull;
 
-use super::spsc_ring::{Corrupted, Indices};
 use crate::loom::{AtomicU64, Ordering, UnsafeCell};
+use crate::rings::spsc::ring::{Corrupted, Indices};
 
 /// The length field of a skip marker.
 pub(crate) const SKIP: u32 = u32::MAX;
@@ -752,9 +752,9 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::futex::{self, Deadline};
     use crate::loom::fence;
-    use crate::queue::doorbell::Doorbell;
+    use crate::rings::doorbell::Doorbell;
+    use crate::wake::futex::{self, Deadline};
     use std::sync::Arc;
 
     #[test]

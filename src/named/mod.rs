@@ -1,0 +1,12 @@
+//! The named synchronisation objects: each is one [`raw`](crate::raw) primitive alone in
+//! its own segment, with the constructor family every named object has.
+
+mod condition;
+mod event;
+mod lock;
+mod semaphore;
+
+pub use condition::Condition;
+pub use event::Event;
+pub use lock::Lock;
+pub use semaphore::Semaphore;
