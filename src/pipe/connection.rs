@@ -11,7 +11,7 @@ use crate::pipe::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Rese
 use crate::rings::keeper::RoleClaim;
 use crate::rings::side::Side;
 use crate::rings::spsc::ring::Indices;
-use crate::rings::wait::spin_until;
+use crate::rings::wait::wait_loop;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 use crate::wake::futex::{Deadline, Wait};
 
@@ -571,25 +571,24 @@ impl Connection {
         if len > writer.ring().max_message() {
             return Err(SendError::TooLarge);
         }
-        let mut deadline = None;
-        loop {
-            if peer.gone() {
-                return Err(SendError::Disconnected);
-            }
-            match writer.reserve(len) {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
-                Err(_) => return Err(SendError::Corrupted),
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(SendError::Timeout);
-            }
-            let mut room = || writer.has_room(len);
-            if !(spin && spin_until(&mut room)) {
-                me.sleep(peer, deadline, &mut room);
-            }
-        }
+        wait_loop(
+            writer,
+            wait,
+            spin,
+            |writer| {
+                if peer.gone() {
+                    return Some(Err(SendError::Disconnected));
+                }
+                match writer.reserve(len) {
+                    Ok(Some(r)) => Some(Ok(r)),
+                    Ok(None) => None,
+                    Err(_) => Some(Err(SendError::Corrupted)),
+                }
+            },
+            |writer| writer.has_room(len),
+            |deadline, room| me.sleep(peer, deadline, room),
+        )
+        .unwrap_or(Err(SendError::Timeout))
     }
 
     /// Receives the oldest message, blocking while there is none. The [`Message`] lends
@@ -664,33 +663,27 @@ impl Connection {
         let (me, peer) = self.sides();
         let spin = self.spin;
         let Some(reader) = self.reader.as_mut() else { return Err(RecvError::SendOnly) };
-        let mut deadline = None;
-        loop {
-            match reader.peek() {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(_) => return Err(RecvError::Corrupted),
-            }
-            if peer.gone() {
-                // Everything it sent before leaving is visible now: look once more.
-                return match reader.peek() {
+        wait_loop(
+            reader,
+            wait,
+            spin,
+            |reader| match reader.peek() {
+                Ok(Some(frame)) => Some(Ok(frame)),
+                Err(_) => Some(Err(RecvError::Corrupted)),
+                // Everything the peer sent before leaving is visible once it is gone: look
+                // once more.
+                Ok(None) if peer.gone() => Some(match reader.peek() {
                     Ok(Some(frame)) => Ok(frame),
                     Ok(None) => Err(RecvError::Disconnected),
                     Err(_) => Err(RecvError::Corrupted),
-                };
-            }
-            if !block {
-                return Err(RecvError::Empty);
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(RecvError::Timeout);
-            }
-            let mut ready = || reader.ready();
-            if !(spin && spin_until(&mut ready)) {
-                me.sleep(peer, deadline, &mut ready);
-            }
-        }
+                }),
+                Ok(None) if !block => Some(Err(RecvError::Empty)),
+                Ok(None) => None,
+            },
+            |reader| reader.ready(),
+            |deadline, ready| me.sleep(peer, deadline, ready),
+        )
+        .unwrap_or(Err(RecvError::Timeout))
     }
 
     /// Lends the part of `frame` that `io::Read` has not taken yet.
@@ -813,27 +806,37 @@ impl io::Write for Connection {
         let Some(writer) = self.writer.as_mut() else {
             return Err(io_error(SendError::ReceiveOnly, io::ErrorKind::Unsupported));
         };
-        loop {
-            if peer.gone() {
-                return Err(io_error(SendError::Disconnected, io::ErrorKind::BrokenPipe));
-            }
-            match writer.reserve_up_to(buf.len()) {
-                Ok(Some(r)) => {
-                    let n = r.len();
-                    writer.payload(&r).copy_from_slice(&buf[..n]);
-                    if writer.commit(r).is_err() {
-                        return Err(io_error(SendError::Corrupted, io::ErrorKind::InvalidData));
-                    }
-                    peer.wake();
-                    return Ok(n);
+        let written = wait_loop(
+            writer,
+            Wait::Forever,
+            spin,
+            |writer| {
+                if peer.gone() {
+                    return Some(Err(SendError::Disconnected));
                 }
-                Ok(None) => {}
-                Err(_) => return Err(io_error(SendError::Corrupted, io::ErrorKind::InvalidData)),
+                match writer.reserve_up_to(buf.len()) {
+                    Ok(Some(r)) => {
+                        let n = r.len();
+                        writer.payload(&r).copy_from_slice(&buf[..n]);
+                        Some(writer.commit(r).map(|()| n).map_err(|_| SendError::Corrupted))
+                    }
+                    Ok(None) => None,
+                    Err(_) => Some(Err(SendError::Corrupted)),
+                }
+            },
+            |writer| writer.has_room(1),
+            |deadline, room| me.sleep(peer, deadline, room),
+        );
+        match written {
+            Some(Ok(n)) => {
+                peer.wake();
+                Ok(n)
             }
-            let mut room = || writer.has_room(1);
-            if !(spin && spin_until(&mut room)) {
-                me.sleep(peer, &Deadline::never(), &mut room);
+            Some(Err(SendError::Disconnected)) => {
+                Err(io_error(SendError::Disconnected, io::ErrorKind::BrokenPipe))
             }
+            Some(Err(e)) => Err(io_error(e, io::ErrorKind::InvalidData)),
+            None => unreachable!("a wait without deadline does not time out"),
         }
     }
 

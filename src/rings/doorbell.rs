@@ -1,44 +1,83 @@
-//! The sleep/wake hand-off of the queues, apart from any particular queue so that loom
-//! can check it on heap memory.
+//! The one sleep/wake hand-off of every queue and pipe, apart from any particular queue
+//! so that loom can check it on heap memory.
 //!
 //! A side that finds nothing to do raises `sleeping`, runs the *heavy* fence, re-checks
 //! for work and only then sleeps on `wake` (at the value it read before raising the flag).
 //! The other side, after publishing work, runs the *light* fence and reads `sleeping`;
-//! only if it is raised does it lower it, bump `wake` and make the wake syscall. The two
+//! only if it is raised does it lower it, bump `wake` and wake **every** sleeper. The two
 //! fences give Dekker's store-load order on both sides: either the sleeper sees the work
 //! or the publisher sees the flag. In the queues the heavy fence is a process-wide
-//! membarrier and the light one a compiler fence (`crate::wake::fence`); the loom model uses
-//! SeqCst fences for both, which is what membarrier stands in for.
+//! membarrier and the light one a compiler fence (`crate::wake::fence`); the loom models
+//! use SeqCst fences for both, which is what membarrier stands in for.
+//!
+//! # States of the two words
+//!
+//! | `sleeping` | `wake` | meaning |
+//! |---|---|---|
+//! | 0 | any | nobody announced a sleep since the last ring: publishing costs one load |
+//! | 1 | `w` | a sleeper announced itself after reading `w`; the next ring lowers the flag, stores `w + 1` and wakes all |
+//!
+//! `wake` only counts up (wrapping); a sleeper never sleeps on a value it read after the
+//! last ring it could have missed.
+//!
+//! # One sleeper or many
+//!
+//! The SPSC queue and the pipe have one sleeper per doorbell ([`Sleepers::One`]): it may
+//! lower the flag itself when it leaves, so that a sleep it gave up (work arrived after
+//! all, or a timeout) costs the other side no syscall. An MPMC queue has any number
+//! ([`Sleepers::Many`]): only the ringer lowers the flag, since a leaving sleeper cannot
+//! know whether another still counts on it; a ring then wakes every sleeper, and those
+//! that find nothing sleep again. A sleeper that dies leaves the flag up; the next ring
+//! lowers it, so a death costs one wake syscall and no lost wake-up.
 
 use crate::loom::{AtomicU32, Ordering};
-use crate::wake::futex;
+use crate::wake::futex::{self, Deadline};
 
-/// One side's flag and futex word.
+/// How many sides may sleep on one doorbell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sleepers {
+    /// One owner (an SPSC end, a pipe end).
+    One,
+    /// Any number (the consumers, or the producers, of an MPMC queue).
+    #[cfg_attr(loom, allow(dead_code))]
+    Many,
+}
+
+/// A doorbell: the sleeping flag and the futex word.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
-    /// 1 while the owner may be asleep on `wake`.
+    /// 1 while a sleeper may be asleep on `wake`.
     sleeping: AtomicU32,
-    /// Bumped by the other side to wake the owner.
+    /// Bumped by a ring to wake the sleepers.
     wake: AtomicU32,
 }
 
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Doorbell>() == 8 && align_of::<Doorbell>() == 4);
+
 impl Doorbell {
-    /// The publishing side, after it published: wakes the owner if it may sleep.
+    /// The publishing side, after it published: wakes the sleepers if any may sleep.
     #[inline]
     pub(crate) fn ring(&self, light_fence: impl Fn()) {
         light_fence();
         if self.sleeping.load(Ordering::Relaxed) != 0 {
-            self.sleeping.store(0, Ordering::Relaxed);
-            self.wake.fetch_add(1, Ordering::Release);
-            futex::wake_all(&self.wake);
+            self.wake_sleepers();
         }
     }
 
-    /// The owner, about to sleep: announces it and re-checks `ready`. Returns the value
+    #[inline(never)]
+    fn wake_sleepers(&self) {
+        self.sleeping.store(0, Ordering::Relaxed);
+        self.wake.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.wake);
+    }
+
+    /// A sleeper, about to sleep: announces it and re-checks `ready`. Returns the value
     /// to sleep on in [`word`](Self::word), or `None` if there is work after all.
     pub(crate) fn prepare(
         &self,
+        sleepers: Sleepers,
         heavy_fence: impl Fn(),
         ready: &mut dyn FnMut() -> bool,
     ) -> Option<u32> {
@@ -46,7 +85,7 @@ impl Doorbell {
         self.sleeping.store(1, Ordering::Relaxed);
         heavy_fence();
         if ready() {
-            self.sleeping.store(0, Ordering::Relaxed);
+            self.done(sleepers);
             return None;
         }
         Some(seen)
@@ -57,29 +96,47 @@ impl Doorbell {
         &self.wake
     }
 
-    /// The owner woke (or gave up): it no longer sleeps.
-    pub(crate) fn done(&self) {
-        self.sleeping.store(0, Ordering::Relaxed);
+    /// The sleeper woke (or gave up): it no longer sleeps.
+    pub(crate) fn done(&self, sleepers: Sleepers) {
+        if sleepers == Sleepers::One {
+            self.sleeping.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Sleeps on this doorbell alone until rung or `deadline`, unless `ready()` holds
+    /// after announcing the sleep. Callers loop.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn sleep(
+        &self,
+        sleepers: Sleepers,
+        heavy_fence: impl Fn(),
+        deadline: &Deadline,
+        ready: &mut dyn FnMut() -> bool,
+    ) {
+        if let Some(seen) = self.prepare(sleepers, heavy_fence, ready) {
+            let _ = futex::wait(&self.wake, seen, deadline);
+            self.done(sleepers);
+        }
     }
 }
 
-#[cfg(not(loom))]
-const _: () = assert!(size_of::<Doorbell>() == 8 && align_of::<Doorbell>() == 4);
-
-/// Loom model: a consumer that sleeps whenever the ring is empty, a producer that rings
-/// after each push. A lost wake-up leaves the consumer asleep, which loom reports as a
-/// deadlock.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
     use crate::loom::fence;
-    use crate::rings::spsc::ring::{Indices, PopFailure, Reader, RingMemory, Writer};
-    use crate::wake::futex::Deadline;
     use std::ptr::NonNull;
     use std::sync::Arc;
 
+    fn seq_cst() {
+        fence(Ordering::SeqCst);
+    }
+
+    /// One sleeper: a consumer that sleeps whenever the SPSC ring is empty, a producer
+    /// that rings after each push. A lost wake-up leaves the consumer asleep, which loom
+    /// reports as a deadlock.
     #[test]
     fn a_sleeping_consumer_is_always_woken() {
+        use crate::rings::spsc::ring::{Indices, PopFailure, Reader, RingMemory, Writer};
         ::loom::model(|| {
             let indices = Arc::new(Indices::default());
             let slots: Arc<[crate::loom::UnsafeCell<u32>]> =
@@ -101,7 +158,7 @@ mod loom_tests {
                 crate::loom::thread::spawn(move || {
                     for v in 1..=2u32 {
                         w.try_push(v).unwrap();
-                        keep.2.ring(|| fence(Ordering::SeqCst));
+                        keep.2.ring(seq_cst);
                     }
                 })
             };
@@ -111,16 +168,74 @@ mod loom_tests {
                     Ok(v) => got.push(v),
                     Err(PopFailure::Empty) => {
                         let mut ready = || r.available(1).is_ok_and(|n| n > 0);
-                        if let Some(seen) = bell.prepare(|| fence(Ordering::SeqCst), &mut ready) {
-                            futex::wait(bell.word(), seen, &Deadline::never());
-                            bell.done();
-                        }
+                        bell.sleep(Sleepers::One, seq_cst, &Deadline::never(), &mut ready);
                     }
                     Err(PopFailure::Corrupted) => panic!("corrupted"),
                 }
             }
             assert_eq!(got, [1, 2]);
             producer.join().unwrap();
+        });
+    }
+
+    /// Many sleepers: two MPMC consumers that sleep whenever the ring is empty and a
+    /// producer that pushes two values, ringing after each. Each consumer takes values
+    /// until both are taken (a shared count says so); a wake-up lost by either consumer
+    /// (the flag lowered by the other, a ring that woke only one) is a deadlock.
+    #[test]
+    fn sleeping_mpmc_consumers_are_always_woken() {
+        use crate::loom::AtomicU64;
+        use crate::rings::mpmc::ring::{PopFailure, Positions, Ring, Slot};
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let positions = Arc::new(Positions::default());
+            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
+            let bell = Arc::new(Doorbell::default());
+            // Values taken so far, by both consumers.
+            let taken = Arc::new(AtomicU64::new(0));
+            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
+            let ring = unsafe {
+                Ring::new(
+                    NonNull::from(&*positions),
+                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
+                    2,
+                )
+            };
+            let mut consumers = Vec::new();
+            for _ in 0..2 {
+                let keep = (Arc::clone(&positions), Arc::clone(&slots));
+                let (bell, taken) = (Arc::clone(&bell), Arc::clone(&taken));
+                consumers.push(crate::loom::thread::spawn(move || {
+                    let _keep = keep;
+                    let mut mine = 0;
+                    // Both values taken: nothing more will come.
+                    while taken.load(Ordering::Acquire) < 2 {
+                        match ring.try_pop() {
+                            Ok(_) => {
+                                mine += 1;
+                                taken.fetch_add(1, Ordering::AcqRel);
+                                // Those asleep must see that the count is complete.
+                                bell.ring(seq_cst);
+                            }
+                            Err(PopFailure::Empty) => {
+                                let mut ready = || {
+                                    ring.next_is_published() || taken.load(Ordering::Acquire) >= 2
+                                };
+                                bell.sleep(Sleepers::Many, seq_cst, &Deadline::never(), &mut ready);
+                            }
+                            Err(PopFailure::Corrupted) => panic!("corrupted"),
+                        }
+                    }
+                    mine
+                }));
+            }
+            for v in 1..=2u32 {
+                ring.try_push(v).unwrap();
+                bell.ring(seq_cst);
+            }
+            let total: u32 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
+            assert_eq!(total, 2);
         });
     }
 }

@@ -14,7 +14,7 @@
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
-use crate::error::TryLockError;
+use crate::error::{OpenError, TryLockError};
 use crate::raw::{LockGuard, RawLock};
 
 /// Why a role could not be claimed.
@@ -27,6 +27,19 @@ pub(crate) enum ClaimError {
     NotRecoverable,
     /// The keeper thread could not be started or stopped answering.
     KeeperGone,
+}
+
+impl From<ClaimError> for OpenError {
+    /// The one mapping of a failed claim to what `create` and `open` report.
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Busy => OpenError::Busy,
+            ClaimError::NotRecoverable => OpenError::Corrupted,
+            ClaimError::KeeperGone => {
+                OpenError::Io(std::io::Error::other("the keeper thread is gone"))
+            }
+        }
+    }
 }
 
 /// How a successful claim found the role.

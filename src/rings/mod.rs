@@ -12,6 +12,7 @@ pub mod mpmc;
 #[cfg(not(loom))]
 pub(crate) mod side;
 pub mod spsc;
+#[cfg(not(loom))]
 pub(crate) mod wait;
 
 /// Largest queue capacity, in values.

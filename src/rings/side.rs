@@ -13,11 +13,10 @@ use std::time::Duration;
 use crate::error::OpenError;
 use crate::loom::{AtomicU32, Ordering};
 use crate::raw::RawLock;
-use crate::rings::doorbell::Doorbell;
-use crate::rings::keeper::{self, ClaimError, RoleClaim};
+use crate::rings::doorbell::{Doorbell, Sleepers};
+use crate::rings::keeper::{self, RoleClaim};
 use crate::wake::fence;
 use crate::wake::futex::{self, Deadline};
-use crate::wake::robust::FUTEX_WAITERS;
 
 /// One end's shared state.
 #[repr(C)]
@@ -58,11 +57,7 @@ impl Side {
                 futex::wake_all(&self.attached);
                 Ok((claim, generation))
             }
-            Err(ClaimError::Busy) => Err(OpenError::Busy),
-            Err(ClaimError::NotRecoverable) => Err(OpenError::Corrupted),
-            Err(ClaimError::KeeperGone) => {
-                Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")))
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -113,26 +108,14 @@ impl Side {
     /// leaves or dies, `deadline` or a safety slice passes, unless `ready()` turns true
     /// after announcing the sleep: the heavy half of the hand-off. Callers loop.
     pub(crate) fn sleep(&self, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
-        let Some(seen) = self.bell.prepare(fence::heavy, &mut || ready() || other.gone()) else {
+        let ready = &mut || ready() || other.gone();
+        let Some(seen) = self.bell.prepare(Sleepers::One, fence::heavy, ready) else {
             return;
         };
-        // Ask to be woken when the other end's role is released or its holder dies: set
-        // WAITERS on its role lock, which its unlock and the kernel both honour.
-        let role = other.role.word();
-        let mut word = role.load(Ordering::Relaxed);
-        if word & FUTEX_WAITERS == 0 {
-            word = match role.compare_exchange(
-                word,
-                word | FUTEX_WAITERS,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => word | FUTEX_WAITERS,
-                Err(now) => now, // changed: the wait below returns at once and we look again
-            };
-        }
+        // Ask to be woken when the other end's role is released or its holder dies too.
+        let (role, word) = other.role.announce_waiter();
         let slice = deadline.capped(SAFETY_SLICE);
         let _ = futex::wait_any(&[(self.bell.word(), seen), (role, word)], &slice);
-        self.bell.done();
+        self.bell.done(Sleepers::One);
     }
 }

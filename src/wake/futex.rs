@@ -177,12 +177,19 @@ pub(crate) fn flag_and_wait(
     flag: u32,
     deadline: &Deadline,
 ) -> Result<WaitOutcome, u32> {
+    Ok(wait(word, raise(word, current, flag)?, deadline))
+}
+
+/// Raises `flag` in `word` if it holds `current` (a no-op if the flag is up already);
+/// returns the flagged value, or `Err(now)` if the word had changed. How a sleeper asks
+/// to be woken: the waker sees the flag and makes the wake syscall.
+pub(crate) fn raise(word: &AtomicU32, current: u32, flag: u32) -> Result<u32, u32> {
     use crate::loom::Ordering;
     let flagged = current | flag;
     if current & flag == 0 {
         word.compare_exchange(current, flagged, Ordering::Relaxed, Ordering::Acquire)?;
     }
-    Ok(wait(word, flagged, deadline))
+    Ok(flagged)
 }
 
 /// `futex(word, FUTEX_WAIT_BITSET, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY)`:

@@ -10,58 +10,19 @@ use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::raw::RawLock;
 use crate::rings::RingLayout;
+use crate::rings::doorbell::{Doorbell, Sleepers};
 use crate::rings::keeper::{self, ClaimError, RoleClaim};
 use crate::rings::mpmc::ring::{PopFailure, Positions, PushFailure, Ring, Slot};
-use crate::rings::wait::spin_until;
+use crate::rings::wait::wait_loop;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
 use crate::wake::fence;
-use crate::wake::futex::{self, Deadline, Wait};
+use crate::wake::futex::Wait;
 
 /// Processes that can have the queue open at once.
 const MEMBERS: usize = 64;
 /// How long a sleeper sleeps at most before looking again: the bound on noticing that the
 /// last other handle is gone.
 const SLICE: Duration = Duration::from_millis(20);
-
-/// Where sleepers of one kind (consumers on empty, producers on full) wait.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct Bell {
-    /// Handles between announcing a sleep and leaving it (a dead one stays counted:
-    /// that only costs wake syscalls).
-    sleepers: AtomicU32,
-    /// Bumped to wake sleepers.
-    seq: AtomicU32,
-}
-
-impl Bell {
-    /// After publishing (light fence): wakes one sleeper, if any.
-    #[inline]
-    fn ring(&self) {
-        fence::light();
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
-            self.wake_one();
-        }
-    }
-
-    #[inline(never)]
-    fn wake_one(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
-        futex::wake_one(&self.seq);
-    }
-
-    /// Sleeps until rung or `deadline`, unless `ready()` holds after announcing the sleep
-    /// (heavy fence): the sleeping half of the doorbell hand-off.
-    fn sleep(&self, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
-        let seen = self.seq.load(Ordering::Acquire);
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
-        fence::heavy();
-        if !ready() {
-            let _ = futex::wait(&self.seq, seen, deadline);
-        }
-        self.sleepers.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Lanes per member: the threads of one process mark their claims in different lanes
 /// (thread `k` of the process to use a queue takes lane `k % LANES`).
@@ -86,8 +47,8 @@ struct Member {
 #[repr(C)]
 struct Control {
     positions: Positions,
-    not_empty: CachePadded<Bell>,
-    not_full: CachePadded<Bell>,
+    not_empty: CachePadded<Doorbell>,
+    not_full: CachePadded<Doorbell>,
     /// Formerly a count of member claims; no longer kept (`Disconnected` reads the masks).
     _reserved0: u64,
     /// Bit `i`: a handle of member `i` has pushed (ever: the bit outlives the member).
@@ -321,10 +282,7 @@ impl<T: bytemuck::Pod> Queue<T> {
                     // Dropping the claim releases the member again.
                 }
                 Err(ClaimError::Busy) => continue,
-                Err(ClaimError::NotRecoverable) => return Err(OpenError::Corrupted),
-                Err(ClaimError::KeeperGone) => {
-                    return Err(OpenError::Io(std::io::Error::other("the keeper thread is gone")));
-                }
+                Err(e) => return Err(e.into()),
             }
         }
         // Every member is alive or still owes a dead process's claim.
@@ -465,7 +423,7 @@ impl<T: bytemuck::Pod> Queue<T> {
             if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
                 self.announce(PUSHED);
             }
-            self.control().not_empty.ring();
+            self.control().not_empty.ring(fence::light);
         }
         pushed
     }
@@ -559,25 +517,24 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 
     #[inline(never)]
-    fn push_until(&self, mut value: T, wait: Wait) -> Result<(), PushError<T>> {
-        let ring = self.inner.ring;
-        let mut room = || ring.next_is_free();
-        let mut deadline = None;
-        loop {
-            match self.try_push(value) {
-                Err(PushError::Full(v)) => value = v,
-                done => return done,
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(PushError::Timeout(value));
-            }
-            // Spin on a cheap look at the next slot (not `try_push`, whose full-queue path
-            // scans the members), then sleep.
-            if !spin_until(&mut room) {
-                self.control().not_full.sleep(&deadline.capped(SLICE), &mut room);
-            }
-        }
+    fn push_until(&self, value: T, wait: Wait) -> Result<(), PushError<T>> {
+        let (ring, bell) = (self.inner.ring, &self.control().not_full);
+        wait_loop(
+            &mut &*self,
+            wait,
+            true,
+            |q| match q.try_push(value) {
+                Err(PushError::Full(_)) => None,
+                done => Some(done),
+            },
+            // A cheap look at the next slot (not `try_push`, whose full-queue path scans
+            // the members).
+            |_| ring.next_is_free(),
+            |deadline, room| {
+                bell.sleep(Sleepers::Many, fence::heavy, &deadline.capped(SLICE), room)
+            },
+        )
+        .unwrap_or(Err(PushError::Timeout(value)))
     }
 
     /// Takes the oldest value if there is one; never blocks.
@@ -608,7 +565,7 @@ impl<T: bytemuck::Pod> Queue<T> {
             if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
                 self.announce(POPPED);
             }
-            self.control().not_full.ring();
+            self.control().not_full.ring(fence::light);
         }
         popped
     }
@@ -685,22 +642,21 @@ impl<T: bytemuck::Pod> Queue<T> {
 
     #[inline(never)]
     fn pop_until(&self, wait: Wait) -> Result<T, PopError> {
-        let ring = self.inner.ring;
-        let mut ready = || ring.next_is_published();
-        let mut deadline = None;
-        loop {
-            match self.try_pop() {
-                Err(PopError::Empty) => {}
-                done => return done,
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(PopError::Timeout);
-            }
-            if !spin_until(&mut ready) {
-                self.control().not_empty.sleep(&deadline.capped(SLICE), &mut ready);
-            }
-        }
+        let (ring, bell) = (self.inner.ring, &self.control().not_empty);
+        wait_loop(
+            &mut &*self,
+            wait,
+            true,
+            |q| match q.try_pop() {
+                Err(PopError::Empty) => None,
+                done => Some(done),
+            },
+            |_| ring.next_is_published(),
+            |deadline, ready| {
+                bell.sleep(Sleepers::Many, fence::heavy, &deadline.capped(SLICE), ready)
+            },
+        )
+        .unwrap_or(Err(PopError::Timeout))
     }
 
     /// Values in the queue right now (a snapshot).

@@ -11,7 +11,7 @@ use crate::rings::RingLayout;
 use crate::rings::keeper::RoleClaim;
 use crate::rings::side::Side;
 use crate::rings::spsc::ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
-use crate::rings::wait::spin_until;
+use crate::rings::wait::wait_loop;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
 use crate::wake::futex::{Deadline, Wait};
 
@@ -226,6 +226,15 @@ impl<T: bytemuck::Pod> Producer<T> {
         unsafe { self.consumer.as_ref() }
     }
 
+    /// This end's side and the consumer's, for a wait (detached from `self`'s borrow so
+    /// that the wait can also borrow the ring end mutably; used only while `self` lives).
+    fn sides<'a>(&self) -> (&'a Side, &'a Side) {
+        let control = NonNull::from(self.queue.control());
+        // SAFETY: both point into the mapping, which lives as long as `self`; the wait
+        // that uses them borrows `self` for its whole run.
+        unsafe { (&control.as_ref().producer, self.consumer.as_ref()) }
+    }
+
     /// Appends `value` if there is room; never blocks, no syscall unless the consumer
     /// sleeps.
     ///
@@ -289,24 +298,20 @@ impl<T: bytemuck::Pod> Producer<T> {
     }
 
     #[inline(never)]
-    fn push_until(&mut self, mut value: T, wait: Wait) -> Result<(), PushError<T>> {
-        let mut deadline = None;
-        loop {
-            match self.try_push(value) {
-                Err(PushError::Full(v)) => value = v,
-                done => return done,
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(PushError::Timeout(value));
-            }
-            let writer = &mut self.writer;
-            let mut room = || writer.free(1).map_or(true, |free| free > 0);
-            if !spin_until(&mut room) {
-                let control = self.queue.control();
-                control.producer.sleep(&control.consumer, deadline, &mut room);
-            }
-        }
+    fn push_until(&mut self, value: T, wait: Wait) -> Result<(), PushError<T>> {
+        let (me, peer) = self.sides();
+        wait_loop(
+            self,
+            wait,
+            true,
+            |tx| match tx.try_push(value) {
+                Err(PushError::Full(_)) => None,
+                done => Some(done),
+            },
+            |tx| tx.writer.free(1).map_or(true, |free| free > 0),
+            |deadline, room| me.sleep(peer, deadline, room),
+        )
+        .unwrap_or(Err(PushError::Timeout(value)))
     }
 
     /// Values in the queue, as last seen by the producer (refreshed now).
@@ -465,6 +470,13 @@ impl<T: bytemuck::Pod> Consumer<T> {
         unsafe { self.producer.as_ref() }
     }
 
+    /// This end's side and the producer's, for a wait (as `Producer::sides`).
+    fn sides<'a>(&self) -> (&'a Side, &'a Side) {
+        let control = NonNull::from(self.queue.control());
+        // SAFETY: as in `Producer::sides`.
+        unsafe { (&control.as_ref().consumer, self.producer.as_ref()) }
+    }
+
     /// Takes the oldest value if there is one; never blocks, no syscall unless the
     /// producer sleeps.
     ///
@@ -534,23 +546,19 @@ impl<T: bytemuck::Pod> Consumer<T> {
 
     #[inline(never)]
     fn pop_until(&mut self, wait: Wait) -> Result<T, PopError> {
-        let mut deadline = None;
-        loop {
-            match self.try_pop() {
-                Err(PopError::Empty) => {}
-                done => return done,
-            }
-            let deadline = deadline.get_or_insert_with(|| wait.deadline());
-            if deadline.has_passed() {
-                return Err(PopError::Timeout);
-            }
-            let reader = &mut self.reader;
-            let mut ready = || reader.available(1).map_or(true, |n| n > 0);
-            if !spin_until(&mut ready) {
-                let control = self.queue.control();
-                control.consumer.sleep(&control.producer, deadline, &mut ready);
-            }
-        }
+        let (me, peer) = self.sides();
+        wait_loop(
+            self,
+            wait,
+            true,
+            |rx| match rx.try_pop() {
+                Err(PopError::Empty) => None,
+                done => Some(done),
+            },
+            |rx| rx.reader.available(1).map_or(true, |n| n > 0),
+            |deadline, ready| me.sleep(peer, deadline, ready),
+        )
+        .unwrap_or(Err(PopError::Timeout))
     }
 
     /// Values ready to read (refreshed now).
