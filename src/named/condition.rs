@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use crate::error::LockResult;
 use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, RawCondition, RawLock};
-use crate::segment::object::{Object, named_object_common, named_object_create};
+use crate::segment::constructors::zeroed_object_constructors;
+use crate::segment::object::Object;
 use crate::wake::futex::Deadline;
 
 /// The segment payload of a [`Condition`].
@@ -56,8 +57,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    named_object_create!(ObjectKind::Condition, "condition", "unlocked, with no waiters");
-    named_object_common!(ObjectKind::Condition, "condition");
+    zeroed_object_constructors!(ObjectKind::Condition, "condition", "unlocked, with no waiters");
 
     /// Acquires the condition's lock.
     ///

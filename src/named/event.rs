@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::layout::ObjectKind;
 use crate::raw::RawEvent;
-use crate::segment::object::{Object, named_object_common, named_object_create};
+use crate::segment::constructors::zeroed_object_constructors;
+use crate::segment::object::Object;
 
 /// A flag shared by name between processes, like Python's `multiprocessing.Event`.
 ///
@@ -31,8 +32,7 @@ pub struct Event {
 }
 
 impl Event {
-    named_object_create!(ObjectKind::Event, "event", "cleared");
-    named_object_common!(ObjectKind::Event, "event");
+    zeroed_object_constructors!(ObjectKind::Event, "event", "cleared");
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use crate::error::{LockResult, TryLockError};
 use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, RawLock};
-use crate::segment::object::{Object, named_object_common, named_object_create};
+use crate::segment::constructors::zeroed_object_constructors;
+use crate::segment::object::Object;
 
 /// A lock shared by name between processes, like Python's `multiprocessing.Lock`, that
 /// reports its owner's death instead of hanging everyone.
@@ -39,8 +40,7 @@ pub struct Lock {
 }
 
 impl Lock {
-    named_object_create!(ObjectKind::Lock, "lock", "unlocked");
-    named_object_common!(ObjectKind::Lock, "lock");
+    zeroed_object_constructors!(ObjectKind::Lock, "lock", "unlocked");
 
     /// Acquires the lock, blocking while anyone else holds it. See [`RawLock::lock`].
     ///

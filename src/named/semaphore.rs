@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use crate::error::{OpenError, ReleaseError, invalid_capacity};
 use crate::layout::ObjectKind;
 use crate::raw::RawSemaphore;
-use crate::segment::Options;
-use crate::segment::object::{Object, named_object_common};
+use crate::segment::constructors::constructors;
+use crate::segment::object::Object;
+use crate::segment::{Options, SegmentInfo};
 
 /// A counting semaphore shared by name, like Python's `multiprocessing.Semaphore` and
 /// (with [`create_bounded`](Self::create_bounded)) `BoundedSemaphore`.
@@ -37,51 +38,55 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
-    /// Creates the unbounded semaphore `name` in `/dev/shm` with `initial` permits.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidCapacity` if `initial` exceeds [`RawSemaphore::MAX_COUNT`], and those of
-    /// [`Lock::create`](crate::Lock::create).
-    pub fn create(name: &str, initial: u32) -> Result<Self, OpenError> {
-        Self::create_impl(name, initial, 0, &Options::new())
+    constructors! {
+        returns Self, what "semaphore";
+        /// Creates the unbounded semaphore `name` in `/dev/shm` with `initial` permits.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidCapacity` if `initial` exceeds [`RawSemaphore::MAX_COUNT`], and those of
+        /// [`Lock::create`](crate::Lock::create).
+        create / create_with (initial: u32) = |name, initial, opts| Self::create_impl(name, initial, 0, opts);
+        /// Creates the semaphore `name` with `initial` permits, which `release` never raises
+        /// above `max`.
+        ///
+        /// # Errors
+        ///
+        /// `InvalidCapacity` if `initial > max`, `max` is 0, or either exceeds
+        /// [`RawSemaphore::MAX_COUNT`]; and those of [`Lock::create`](crate::Lock::create).
+        create_bounded / create_bounded_with (initial: u32, max: u32) = |name, initial, max, opts| {
+            Self::check_bound(max)?;
+            Self::create_impl(name, initial, max, opts)
+        };
+        /// Opens the existing semaphore called `name` in `/dev/shm`.
+        ///
+        /// # Errors
+        ///
+        /// `NotFound`, `InvalidName`, `NotInitialized` (its creator did not finish within the
+        /// open timeout), `KindMismatch` (another kind of object), `LayoutMismatch`,
+        /// `VersionMismatch`, `Corrupted`, `PermissionDenied`, `Io`: see
+        /// [`OpenError`](crate::OpenError).
+        open / open_with () = |name, opts| {
+            Object::open(name, ObjectKind::Semaphore, opts).map(|inner| Self { inner })
+        };
+        /// Opens the semaphore `name`, or creates it unbounded with `initial` permits if
+        /// absent. An existing semaphore keeps its own count and bound.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (initial: u32) = |name, initial, opts| Self::open_or_create_impl(name, initial, 0, opts);
+        /// Opens the semaphore `name`, or creates it with `initial` permits and bound `max`.
+        /// An existing semaphore keeps its own count and bound.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create_bounded`](Self::create_bounded) and [`open`](Self::open).
+        open_or_create_bounded / open_or_create_bounded_with (initial: u32, max: u32) = |name, initial, max, opts| {
+            Self::check_bound(max)?;
+            Self::open_or_create_impl(name, initial, max, opts)
+        };
     }
-
-    /// [`create`](Self::create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, initial: u32, opts: &Options) -> Result<Self, OpenError> {
-        Self::create_impl(name, initial, 0, opts)
-    }
-
-    /// Creates the semaphore `name` with `initial` permits, which `release` never raises
-    /// above `max`.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidCapacity` if `initial > max`, `max` is 0, or either exceeds
-    /// [`RawSemaphore::MAX_COUNT`]; and those of [`Lock::create`](crate::Lock::create).
-    pub fn create_bounded(name: &str, initial: u32, max: u32) -> Result<Self, OpenError> {
-        Self::create_bounded_with(name, initial, max, &Options::new())
-    }
-
-    /// [`create_bounded`](Self::create_bounded) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create_bounded`](Self::create_bounded).
-    pub fn create_bounded_with(
-        name: &str,
-        initial: u32,
-        max: u32,
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        Self::check_bound(max)?;
-        Self::create_impl(name, initial, max, opts)
-    }
-
     fn create_impl(name: &str, initial: u32, max: u32, opts: &Options) -> Result<Self, OpenError> {
         RawSemaphore::check(initial, max)
             .map_err(|why| invalid_capacity(u64::from(initial), why))?;
@@ -89,54 +94,6 @@ impl Semaphore {
             s.initialise(initial, max)
         })
         .map(|inner| Self { inner })
-    }
-
-    /// Opens the semaphore `name`, or creates it unbounded with `initial` permits if
-    /// absent. An existing semaphore keeps its own count and bound.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, initial: u32) -> Result<Self, OpenError> {
-        Self::open_or_create_impl(name, initial, 0, &Options::new())
-    }
-
-    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(
-        name: &str,
-        initial: u32,
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        Self::open_or_create_impl(name, initial, 0, opts)
-    }
-
-    /// Opens the semaphore `name`, or creates it with `initial` permits and bound `max`.
-    /// An existing semaphore keeps its own count and bound.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create_bounded`](Self::create_bounded) and [`open`](Self::open).
-    pub fn open_or_create_bounded(name: &str, initial: u32, max: u32) -> Result<Self, OpenError> {
-        Self::open_or_create_bounded_with(name, initial, max, &Options::new())
-    }
-
-    /// [`open_or_create_bounded`](Self::open_or_create_bounded) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create_bounded`](Self::open_or_create_bounded).
-    pub fn open_or_create_bounded_with(
-        name: &str,
-        initial: u32,
-        max: u32,
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        Self::check_bound(max)?;
-        Self::open_or_create_impl(name, initial, max, opts)
     }
 
     fn open_or_create_impl(
@@ -153,7 +110,10 @@ impl Semaphore {
         .map(|inner| Self { inner })
     }
 
-    named_object_common!(ObjectKind::Semaphore, "semaphore");
+    /// Facts about the segment: name, path, instance id, creator pid, length.
+    pub fn info(&self) -> &SegmentInfo {
+        self.inner.info()
+    }
 
     /// Takes a permit, blocking until one is available.
     pub fn acquire(&self) {

@@ -12,7 +12,8 @@ use crate::rings::keeper::RoleClaim;
 use crate::rings::side::Side;
 use crate::rings::spsc::ring::Indices;
 use crate::rings::wait::wait_loop;
-use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
+use crate::segment::constructors::constructors;
+use crate::segment::{Element, Expected, Segment, SegmentInfo, Spec};
 use crate::wake::futex::{Deadline, Wait};
 
 /// `Control::mode` of a pipe with a ring in each direction.
@@ -118,155 +119,75 @@ pub enum End {
 pub enum Pipe {}
 
 impl Pipe {
-    /// Creates the duplex pipe `name` in `/dev/shm` and returns its end A.
-    ///
-    /// # Errors
-    ///
-    /// `AlreadyExists`, `InvalidName`, `InvalidCapacity` for a capacity of 0 or one that
-    /// needs rings over 4 GiB, and the other [`OpenError`]s of creating a segment.
-    pub fn create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
-        Self::create_with(name, capacity, &Options::new())
-    }
-
-    /// [`create`](Self::create) with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(
-        name: &str,
-        capacity: usize,
-        opts: &Options,
-    ) -> Result<Connection, OpenError> {
-        let segment = Segment::create(name, &spec(capacity, DUPLEX)?, opts, initialise(DUPLEX))?;
-        Connection::attach(segment, End::A)
-    }
-
-    /// Creates the one-way pipe `name` and returns its end A, which only receives; the end
-    /// B that [`open`](Self::open) returns only sends.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_one_way(name: &str, capacity: usize) -> Result<Connection, OpenError> {
-        Self::create_one_way_with(name, capacity, &Options::new())
-    }
-
-    /// [`create_one_way`](Self::create_one_way) with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_one_way_with(
-        name: &str,
-        capacity: usize,
-        opts: &Options,
-    ) -> Result<Connection, OpenError> {
-        let segment = Segment::create(name, &spec(capacity, ONE_WAY)?, opts, initialise(ONE_WAY))?;
-        Connection::attach(segment, End::A)
-    }
-
-    /// Opens the pipe `name` (duplex or one-way) and returns its end B.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `Busy` while another live handle holds end B, `KindMismatch` if `name`
-    /// is not a pipe, `Corrupted`, and the other [`OpenError`]s of opening a segment.
-    pub fn open(name: &str) -> Result<Connection, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`open`](Self::open) with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    pub fn open_with(name: &str, opts: &Options) -> Result<Connection, OpenError> {
-        Connection::attach(Segment::open(name, &expected(), opts)?, End::B)
-    }
-
-    /// Opens end `end` of the existing pipe `name`: how a restarted process takes up
-    /// again the end its dead predecessor held (the server of a request/reply pipe
-    /// re-claims end A, which [`open`](Self::open) never hands out).
-    ///
-    /// Messages the other end sent to the predecessor are still buffered and are
-    /// received first; [`Connection::discard_stale`] drops them instead.
-    ///
-    /// # Errors
-    ///
-    /// `Busy` while a live handle holds `end`, and those of [`open`](Self::open).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmsync::{End, OpenError, Options, Pipe};
-    ///
-    /// # let opts = Options::new().dir(std::env::temp_dir());
-    /// # let name = format!("doc-pipe-end-{}", std::process::id());
-    /// let server = Pipe::create_with(&name, 4096, &opts)?;
-    /// assert_eq!(server.end(), End::A);
-    /// assert!(matches!(Pipe::open_end_with(&name, End::A, &opts), Err(OpenError::Busy)));
-    /// drop(server); // or the server's process dies
-    /// let restarted = Pipe::open_end_with(&name, End::A, &opts)?;
-    /// assert_eq!(restarted.generation(), 2);
-    /// Pipe::unlink_with(&name, &opts)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn open_end(name: &str, end: End) -> Result<Connection, OpenError> {
-        Self::open_end_with(name, end, &Options::new())
-    }
-
-    /// [`open_end`](Self::open_end) with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`open_end`](Self::open_end).
-    pub fn open_end_with(name: &str, end: End, opts: &Options) -> Result<Connection, OpenError> {
-        Connection::attach(Segment::open(name, &expected(), opts)?, end)
-    }
-
-    /// Opens the pipe `name`, or creates a duplex one if absent, race-free between
-    /// processes: end A to the caller that created it, end B to one that opened it.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, capacity: usize) -> Result<Connection, OpenError> {
-        Self::open_or_create_with(name, capacity, &Options::new())
-    }
-
-    /// [`open_or_create`](Self::open_or_create) with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(
-        name: &str,
-        capacity: usize,
-        opts: &Options,
-    ) -> Result<Connection, OpenError> {
-        let spec = spec(capacity, DUPLEX)?;
-        let (segment, created) =
-            Segment::open_or_create_telling(name, &spec, opts, initialise(DUPLEX))?;
-        Connection::attach(segment, if created { End::A } else { End::B })
-    }
-
-    /// Removes the name `name`; connections stay usable.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `InvalidName`, `Io`.
-    pub fn unlink(name: &str) -> Result<(), OpenError> {
-        Self::unlink_with(name, &Options::new())
-    }
-
-    /// [`unlink`](Self::unlink) in the directory of `opts`.
-    ///
-    /// # Errors
-    ///
-    /// As [`unlink`](Self::unlink).
-    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
-        Segment::unlink(name, opts)
+    constructors! {
+        returns Connection, what "pipe";
+        /// Creates the duplex pipe `name` in `/dev/shm` and returns its end A.
+        ///
+        /// # Errors
+        ///
+        /// `AlreadyExists`, `InvalidName`, `InvalidCapacity` for a capacity of 0 or one that
+        /// needs rings over 4 GiB, and the other [`OpenError`]s of creating a segment.
+        create / create_with (capacity: usize) = |name, capacity, opts| {
+            let segment = Segment::create(name, &spec(capacity, DUPLEX)?, opts, initialise(DUPLEX))?;
+            Connection::attach(segment, End::A)
+        };
+        /// Creates the one-way pipe `name` and returns its end A, which only receives; the end
+        /// B that [`open`](Self::open) returns only sends.
+        ///
+        /// # Errors
+        ///
+        /// As [`create`](Self::create).
+        create_one_way / create_one_way_with (capacity: usize) = |name, capacity, opts| {
+            let segment = Segment::create(name, &spec(capacity, ONE_WAY)?, opts, initialise(ONE_WAY))?;
+            Connection::attach(segment, End::A)
+        };
+        /// Opens the pipe `name` (duplex or one-way) and returns its end B.
+        ///
+        /// # Errors
+        ///
+        /// `NotFound`, `Busy` while another live handle holds end B, `KindMismatch` if `name`
+        /// is not a pipe, `Corrupted`, and the other [`OpenError`]s of opening a segment.
+        open / open_with () = |name, opts| Connection::attach(Segment::open(name, &expected(), opts)?, End::B);
+        /// Opens end `end` of the existing pipe `name`: how a restarted process takes up
+        /// again the end its dead predecessor held (the server of a request/reply pipe
+        /// re-claims end A, which [`open`](Self::open) never hands out).
+        ///
+        /// Messages the other end sent to the predecessor are still buffered and are
+        /// received first; [`Connection::discard_stale`] drops them instead.
+        ///
+        /// # Errors
+        ///
+        /// `Busy` while a live handle holds `end`, and those of [`open`](Self::open).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use shmsync::{End, OpenError, Options, Pipe};
+        ///
+        /// # let opts = Options::new().dir(std::env::temp_dir());
+        /// # let name = format!("doc-pipe-end-{}", std::process::id());
+        /// let server = Pipe::create_with(&name, 4096, &opts)?;
+        /// assert_eq!(server.end(), End::A);
+        /// assert!(matches!(Pipe::open_end_with(&name, End::A, &opts), Err(OpenError::Busy)));
+        /// drop(server); // or the server's process dies
+        /// let restarted = Pipe::open_end_with(&name, End::A, &opts)?;
+        /// assert_eq!(restarted.generation(), 2);
+        /// Pipe::unlink_with(&name, &opts)?;
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        open_end / open_end_with (end: End) = |name, end, opts| Connection::attach(Segment::open(name, &expected(), opts)?, end);
+        /// Opens the pipe `name`, or creates a duplex one if absent, race-free between
+        /// processes: end A to the caller that created it, end B to one that opened it.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (capacity: usize) = |name, capacity, opts| {
+            let spec = spec(capacity, DUPLEX)?;
+            let (segment, created) =
+                Segment::open_or_create_telling(name, &spec, opts, initialise(DUPLEX))?;
+            Connection::attach(segment, if created { End::A } else { End::B })
+        };
     }
 }
 

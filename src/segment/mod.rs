@@ -4,6 +4,7 @@
 //! read-write, starting with a [`header::Header`] and followed by one object's payload.
 //! See `docs/design.md` for the protocol and the trust model.
 
+pub(crate) mod constructors;
 mod header;
 mod name;
 pub(crate) mod object;

@@ -4,10 +4,10 @@ use std::any::type_name;
 use std::fmt;
 use std::ops::Deref;
 
-use crate::OpenError;
 use crate::layout::{ObjectKind, ShmSafe};
-use crate::segment::Options;
-use crate::segment::object::{Object, named_object_common};
+use crate::segment::SegmentInfo;
+use crate::segment::constructors::constructors;
+use crate::segment::object::Object;
 
 /// A value of a user-defined type `T` in its own named segment.
 ///
@@ -17,7 +17,7 @@ use crate::segment::object::{Object, named_object_common};
 /// own atomics or primitives.
 ///
 /// The segment records `T`'s size, alignment and [`ShmSafe::type_tag`]; opening it as
-/// another type fails with [`OpenError::LayoutMismatch`].
+/// another type fails with [`OpenError::LayoutMismatch`](crate::OpenError::LayoutMismatch).
 ///
 /// Dropping a `Shared` unmaps it; the name stays until [`Shared::unlink`].
 ///
@@ -53,57 +53,46 @@ pub struct Shared<T: ShmSafe> {
 }
 
 impl<T: ShmSafe> Shared<T> {
-    /// Creates the segment `name` in `/dev/shm`, zero-filled, and runs `init` on it
-    /// before any other process can open it.
-    ///
-    /// # Errors
-    ///
-    /// `AlreadyExists` if the name is taken, `InvalidName`, `NoSpace` when the file
-    /// system is full, `PermissionDenied`, or `Io` for other OS failures. If `init`
-    /// panics, the half-made segment is unlinked and the panic continues.
-    pub fn create(name: &str, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
-        Self::create_with(name, init, &Options::new())
+    constructors! {
+        returns Self, what "segment";
+        /// Creates the segment `name` in `/dev/shm`, zero-filled, and runs `init` on it
+        /// before any other process can open it.
+        ///
+        /// # Errors
+        ///
+        /// `AlreadyExists` if the name is taken, `InvalidName`, `NoSpace` when the file
+        /// system is full, `PermissionDenied`, or `Io` for other OS failures. If `init`
+        /// panics, the half-made segment is unlinked and the panic continues.
+        create / create_with (init: impl FnOnce(&mut T)) = |name, init, opts| {
+            Object::create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
+        };
+        /// Opens the existing segment called `name` in `/dev/shm`.
+        ///
+        /// # Errors
+        ///
+        /// `NotFound`, `InvalidName`, `NotInitialized` (its creator did not finish within the
+        /// open timeout), `KindMismatch` (another kind of object), `LayoutMismatch`,
+        /// `VersionMismatch`, `Corrupted`, `PermissionDenied`, `Io`: see
+        /// [`OpenError`](crate::OpenError).
+        open / open_with () = |name, opts| {
+            Object::open(name, ObjectKind::Shared, opts).map(|inner| Self { inner })
+        };
+        /// Opens `name`, or creates it if absent. Race-free between processes: of many
+        /// concurrent callers exactly one creates and runs `init`, and all of them end up
+        /// mapping that one segment.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (init: impl FnOnce(&mut T)) = |name, init, opts| {
+            Object::open_or_create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
+        };
     }
 
-    /// [`create`](Self::create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create), plus `Io(InvalidInput)` for a mode without owner
-    /// read and write.
-    pub fn create_with(
-        name: &str,
-        init: impl FnOnce(&mut T),
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        Object::create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
+    /// Facts about the segment: name, path, instance id, creator pid, length.
+    pub fn info(&self) -> &SegmentInfo {
+        self.inner.info()
     }
-
-    /// Opens `name`, or creates it if absent. Race-free between processes: of many
-    /// concurrent callers exactly one creates and runs `init`, and all of them end up
-    /// mapping that one segment.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, init: impl FnOnce(&mut T)) -> Result<Self, OpenError> {
-        Self::open_or_create_with(name, init, &Options::new())
-    }
-
-    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(
-        name: &str,
-        init: impl FnOnce(&mut T),
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        Object::open_or_create(name, ObjectKind::Shared, opts, init).map(|inner| Self { inner })
-    }
-
-    named_object_common!(ObjectKind::Shared, "segment");
 }
 
 impl<T: ShmSafe> Deref for Shared<T> {
@@ -126,6 +115,7 @@ impl<T: ShmSafe> fmt::Debug for Shared<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::OpenError;
 
     #[test]
     fn a_heap_segment_derefs_to_the_initialised_value() {

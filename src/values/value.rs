@@ -8,7 +8,8 @@ use std::ptr::NonNull;
 use crate::error::{LockError, LockResult, OpenError};
 use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, Mutex, MutexGuard, RawLock};
-use crate::segment::object::{Object, named_object_common};
+use crate::segment::constructors::constructors;
+use crate::segment::object::Object;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 
 /// A single plain value with its own lock, shared by name.
@@ -32,49 +33,44 @@ pub struct Value<T: bytemuck::Pod> {
 }
 
 impl<T: bytemuck::Pod> Value<T> {
-    /// Creates the value `name` in `/dev/shm`, holding `initial`.
-    ///
-    /// # Errors
-    ///
-    /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, `Io`: see
-    /// [`OpenError`].
-    pub fn create(name: &str, initial: T) -> Result<Self, OpenError> {
-        Self::create_with(name, initial, &Options::new())
-    }
-
-    /// [`create`](Self::create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, initial: T, opts: &Options) -> Result<Self, OpenError> {
-        Object::create(name, ObjectKind::Value, opts, |m: &mut Mutex<T>| *m = Mutex::new(initial))
+    constructors! {
+        returns Self, what "value";
+        /// Creates the value `name` in `/dev/shm`, holding `initial`.
+        ///
+        /// # Errors
+        ///
+        /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, `Io`: see
+        /// [`OpenError`].
+        create / create_with (initial: T) = |name, initial, opts| {
+            Object::create(name, ObjectKind::Value, opts, |m: &mut Mutex<T>| *m = Mutex::new(initial))
+                .map(|inner| Self { inner })
+        };
+        /// Opens the existing value `name` in `/dev/shm`.
+        ///
+        /// # Errors
+        ///
+        /// As [`Lock::open`](crate::Lock::open); `LayoutMismatch` for another element type.
+        open / open_with () = |name, opts| {
+            Object::open(name, ObjectKind::Value, opts).map(|inner| Self { inner })
+        };
+        /// Opens the value `name`, or creates it holding `initial` if absent (an existing
+        /// value keeps its own contents).
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (initial: T) = |name, initial, opts| {
+            Object::open_or_create(name, ObjectKind::Value, opts, |m: &mut Mutex<T>| {
+                *m = Mutex::new(initial)
+            })
             .map(|inner| Self { inner })
+        };
     }
 
-    /// Opens the value `name`, or creates it holding `initial` if absent (an existing
-    /// value keeps its own contents).
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, initial: T) -> Result<Self, OpenError> {
-        Self::open_or_create_with(name, initial, &Options::new())
+    /// Facts about the segment: name, path, instance id, creator pid, length.
+    pub fn info(&self) -> &SegmentInfo {
+        self.inner.info()
     }
-
-    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(name: &str, initial: T, opts: &Options) -> Result<Self, OpenError> {
-        Object::open_or_create(name, ObjectKind::Value, opts, |m: &mut Mutex<T>| {
-            *m = Mutex::new(initial)
-        })
-        .map(|inner| Self { inner })
-    }
-
-    named_object_common!(ObjectKind::Value, "value");
 
     /// Locks the value for reading and writing.
     ///
@@ -191,83 +187,39 @@ impl<T: bytemuck::Pod> Array<T> {
         Ok(Spec { expected: Self::expected(), capacity, payload_len })
     }
 
-    /// Creates the array `name` in `/dev/shm` with `len` zeroed elements.
-    ///
-    /// # Errors
-    ///
-    /// `NoSpace` also for a length too large to address; otherwise as
-    /// [`Lock::create`](crate::Lock::create).
-    pub fn create(name: &str, len: usize) -> Result<Self, OpenError> {
-        Self::create_with(name, len, &Options::new())
+    constructors! {
+        returns Self, what "array";
+        /// Creates the array `name` in `/dev/shm` with `len` zeroed elements.
+        ///
+        /// # Errors
+        ///
+        /// `NoSpace` also for a length too large to address; otherwise as
+        /// [`Lock::create`](crate::Lock::create).
+        create / create_with (len: usize) = |name, len, opts| {
+            Segment::create(name, &Self::spec(len)?, opts, |_| {}).and_then(Self::adopt)
+        };
+        /// Opens the existing array `name` in `/dev/shm`, whatever its length.
+        ///
+        /// # Errors
+        ///
+        /// As [`Lock::open`](crate::Lock::open); `LayoutMismatch` for another element type.
+        open / open_with () = |name, opts| Segment::open(name, &Self::expected(), opts).and_then(Self::adopt);
+        /// Opens the array `name`, or creates it with `len` zeroed elements if absent.
+        ///
+        /// # Errors
+        ///
+        /// `LayoutMismatch` if it exists with another length; otherwise those of
+        /// [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (len: usize) = |name, len, opts| Self::open_or_create_len(name, len, opts);
     }
-
-    /// [`create`](Self::create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, len: usize, opts: &Options) -> Result<Self, OpenError> {
-        Segment::create(name, &Self::spec(len)?, opts, |_| {}).and_then(Self::adopt)
-    }
-
-    /// Opens the array `name`, or creates it with `len` zeroed elements if absent.
-    ///
-    /// # Errors
-    ///
-    /// `LayoutMismatch` if it exists with another length; otherwise those of
-    /// [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, len: usize) -> Result<Self, OpenError> {
-        Self::open_or_create_with(name, len, &Options::new())
-    }
-
-    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(name: &str, len: usize, opts: &Options) -> Result<Self, OpenError> {
+    /// `open_or_create`, checking that an existing array has the length asked for.
+    fn open_or_create_len(name: &str, len: usize, opts: &Options) -> Result<Self, OpenError> {
         let array =
             Segment::open_or_create(name, &Self::spec(len)?, opts, |_| {}).and_then(Self::adopt)?;
         if array.len != len {
             return Err(OpenError::LayoutMismatch);
         }
         Ok(array)
-    }
-
-    /// Opens the existing array `name` in `/dev/shm`, whatever its length.
-    ///
-    /// # Errors
-    ///
-    /// As [`Lock::open`](crate::Lock::open); `LayoutMismatch` for another element type.
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`open`](Self::open) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Segment::open(name, &Self::expected(), opts).and_then(Self::adopt)
-    }
-
-    /// Removes the name `name` from `/dev/shm`; open handles keep working.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `InvalidName`, `PermissionDenied`, `Io`.
-    pub fn unlink(name: &str) -> Result<(), OpenError> {
-        Segment::unlink(name, &Options::new())
-    }
-
-    /// [`unlink`](Self::unlink) in the directory of `opts`.
-    ///
-    /// # Errors
-    ///
-    /// As [`unlink`](Self::unlink).
-    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
-        Segment::unlink(name, opts)
     }
 
     /// The length checked against the segment at open.

@@ -14,7 +14,8 @@ use crate::rings::doorbell::{Doorbell, Sleepers};
 use crate::rings::keeper::{self, ClaimError, RoleClaim};
 use crate::rings::mpmc::ring::{PopFailure, Positions, PushFailure, Ring, Slot};
 use crate::rings::wait::wait_loop;
-use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
+use crate::segment::constructors::constructors;
+use crate::segment::{Element, Expected, Segment, SegmentInfo};
 use crate::wake::fence;
 use crate::wake::futex::Wait;
 
@@ -168,89 +169,37 @@ impl<T: bytemuck::Pod> Queue<T> {
         }
     }
 
-    /// Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded
-    /// up to a power of two).
-    ///
-    /// # Errors
-    ///
-    /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
-    /// `InvalidCapacity` for a capacity of 0 or above 2^40.
-    pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
-        Self::create_with(name, capacity, &Options::new())
+    constructors! {
+        returns Self, what "queue";
+        /// Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded
+        /// up to a power of two).
+        ///
+        /// # Errors
+        ///
+        /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
+        /// `InvalidCapacity` for a capacity of 0 or above 2^40.
+        create / create_with (capacity: usize) = |name, capacity, opts| {
+            let spec = Self::layout().spec(capacity)?;
+            Self::attach(Segment::create(name, &spec, opts, Self::initialise(spec.capacity))?)
+        };
+        /// Opens the existing queue `name` in `/dev/shm`.
+        ///
+        /// # Errors
+        ///
+        /// `NotFound`, `KindMismatch`, `LayoutMismatch` (another element type),
+        /// `NotInitialized`, `Corrupted`, and `Busy` if 64 processes have it open.
+        open / open_with () = |name, opts| Self::attach(Segment::open(name, &Self::expected(), opts)?);
+        /// Opens the queue `name`, or creates it with `capacity` if absent; race-free. An
+        /// existing queue keeps its own capacity.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`create`](Self::create) and [`open`](Self::open).
+        open_or_create / open_or_create_with (capacity: usize) = |name, capacity, opts| {
+            let spec = Self::layout().spec(capacity)?;
+            Self::attach(Segment::open_or_create(name, &spec, opts, Self::initialise(spec.capacity))?)
+        };
     }
-
-    /// [`create`](Self::create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create).
-    pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-        let spec = Self::layout().spec(capacity)?;
-        let segment = Segment::create(name, &spec, opts, Self::initialise(spec.capacity))?;
-        Self::attach(segment)
-    }
-
-    /// Opens the existing queue `name` in `/dev/shm`.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `KindMismatch`, `LayoutMismatch` (another element type),
-    /// `NotInitialized`, `Corrupted`, and `Busy` if 64 processes have it open.
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`open`](Self::open) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](Self::open).
-    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Self::attach(Segment::open(name, &Self::expected(), opts)?)
-    }
-
-    /// Opens the queue `name`, or creates it with `capacity` if absent; race-free. An
-    /// existing queue keeps its own capacity.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`create`](Self::create) and [`open`](Self::open).
-    pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenError> {
-        Self::open_or_create_with(name, capacity, &Options::new())
-    }
-
-    /// [`open_or_create`](Self::open_or_create) with explicit [`Options`].
-    ///
-    /// # Errors
-    ///
-    /// As [`open_or_create`](Self::open_or_create).
-    pub fn open_or_create_with(
-        name: &str,
-        capacity: usize,
-        opts: &Options,
-    ) -> Result<Self, OpenError> {
-        let spec = Self::layout().spec(capacity)?;
-        Self::attach(Segment::open_or_create(name, &spec, opts, Self::initialise(spec.capacity))?)
-    }
-
-    /// Removes the queue's name; open handles keep working.
-    ///
-    /// # Errors
-    ///
-    /// `NotFound`, `InvalidName`, `PermissionDenied`, `Io`.
-    pub fn unlink(name: &str) -> Result<(), OpenError> {
-        Segment::unlink(name, &Options::new())
-    }
-
-    /// [`unlink`](Self::unlink) in the directory of `opts`.
-    ///
-    /// # Errors
-    ///
-    /// As [`unlink`](Self::unlink).
-    pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
-        Segment::unlink(name, opts)
-    }
-
     /// Checks the segment, claims a member slot for this process and builds the handle.
     fn attach(segment: Segment) -> Result<Self, OpenError> {
         let capacity = Self::layout().capacity_of(&segment)?;

@@ -12,6 +12,7 @@ use crate::rings::keeper::RoleClaim;
 use crate::rings::side::Side;
 use crate::rings::spsc::ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
 use crate::rings::wait::wait_loop;
+use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
 use crate::wake::futex::{Deadline, Wait};
 
@@ -93,83 +94,80 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 }
 
-macro_rules! queue_constructors {
-    ($end:ident, $what:literal) => {
+/// What both ends share: the constructor family, peer awareness, capacity, info, Debug.
+macro_rules! queue_end_common {
+    ($end:ident, $what:literal, $peer:ident, $peer_what:literal) => {
         impl<T: bytemuck::Pod> $end<T> {
-            #[doc = concat!("Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded up to a power of two) and takes its ", $what, " role.")]
-            ///
-            /// # Errors
-            ///
-            /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
-            /// `InvalidCapacity` for a capacity of 0 or above 2^40.
-            pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
-                Self::create_with(name, capacity, &Options::new())
+            constructors! {
+                returns Self, what "queue";
+                #[doc = concat!("Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded up to a power of two) and takes its ", $what, " role.")]
+                ///
+                /// # Errors
+                ///
+                /// `AlreadyExists`, `InvalidName`, `NoSpace`, `PermissionDenied`, and
+                /// `InvalidCapacity` for a capacity of 0 or above 2^40.
+                create / create_with (capacity: usize) = |name, capacity, opts| {
+                    Self::attach(Queue::create(name, capacity, opts)?)
+                };
+                #[doc = concat!("Opens the existing queue `name` in `/dev/shm` and takes its ", $what, " role.")]
+                ///
+                /// # Errors
+                ///
+                /// `Busy` if a live handle holds the role; `NotFound`, `KindMismatch`,
+                /// `LayoutMismatch` (another element type), `NotInitialized`, `Corrupted`, ...
+                /// as [`OpenError`] describes.
+                open / open_with () = |name, opts| Self::attach(Queue::open(name, opts)?);
+                /// Opens the queue `name`, or creates it with `capacity` if absent; race-free.
+                /// An existing queue keeps its own capacity.
+                ///
+                /// # Errors
+                ///
+                /// Those of `create` and `open`.
+                open_or_create / open_or_create_with (capacity: usize) = |name, capacity, opts| {
+                    Self::attach(Queue::open_or_create(name, capacity, opts)?)
+                };
             }
 
-            /// `create` with explicit [`Options`].
-            ///
-            /// # Errors
-            ///
-            /// As `create`.
-            pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-                Self::attach(Queue::create(name, capacity, opts)?)
+            #[doc = concat!("Whether the ", $peer_what, " had attached and is gone.")]
+            pub fn is_abandoned(&self) -> bool {
+                self.$peer().gone()
             }
 
-            #[doc = concat!("Opens the existing queue `name` in `/dev/shm` and takes its ", $what, " role.")]
+            #[doc = concat!("Whether a live handle holds the ", $peer_what, "'s end right now.")]
             ///
-            /// # Errors
-            ///
-            /// `Busy` if a live handle holds the role; `NotFound`, `KindMismatch`,
-            /// `LayoutMismatch` (another element type), `NotInitialized`, `Corrupted`, ...
-            /// as [`OpenError`] describes.
-            pub fn open(name: &str) -> Result<Self, OpenError> {
-                Self::open_with(name, &Options::new())
+            /// Until one first does, blocking calls simply wait (their timeouts apply) and
+            /// never say `Disconnected`; use [`wait_connected`](Self::wait_connected) to
+            /// wait for it with a bound, so that a peer that never comes (a typo in its
+            /// name) is noticed.
+            pub fn is_connected(&self) -> bool {
+                self.$peer().is_held()
             }
 
-            /// `open` with explicit [`Options`].
+            #[doc = concat!("Waits at most `timeout` for a live handle to hold the ", $peer_what, "'s end; returns whether one does.")]
             ///
-            /// # Errors
+            /// # Examples
             ///
-            /// As `open`.
-            pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
-                Self::attach(Queue::open(name, opts)?)
+            /// ```
+            /// use std::time::Duration;
+            /// use shmsync::{Options, spsc};
+            ///
+            /// # let opts = Options::new().dir(std::env::temp_dir());
+            #[doc = concat!("# let name = format!(\"doc-connected-", stringify!($end), "-{}\", std::process::id());")]
+            /// let mut tx = spsc::Producer::<u64>::create_with(&name, 8, &opts)?;
+            /// let rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
+            /// assert!(tx.wait_connected(Duration::from_secs(1)));
+            /// assert!(rx.is_connected());
+            /// drop((tx, rx));
+            /// spsc::Producer::<u64>::unlink_with(&name, &opts)?;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn wait_connected(&self, timeout: Duration) -> bool {
+                self.$peer().wait_held(&Deadline::after(timeout))
             }
 
-            /// Opens the queue `name`, or creates it with `capacity` if absent; race-free.
-            /// An existing queue keeps its own capacity.
-            ///
-            /// # Errors
-            ///
-            /// Those of `create` and `open`.
-            pub fn open_or_create(name: &str, capacity: usize) -> Result<Self, OpenError> {
-                Self::open_or_create_with(name, capacity, &Options::new())
-            }
-
-            /// `open_or_create` with explicit [`Options`].
-            ///
-            /// # Errors
-            ///
-            /// As `open_or_create`.
-            pub fn open_or_create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self, OpenError> {
-                Self::attach(Queue::open_or_create(name, capacity, opts)?)
-            }
-
-            /// Removes the queue's name; open handles keep working.
-            ///
-            /// # Errors
-            ///
-            /// `NotFound`, `InvalidName`, `PermissionDenied`, `Io`.
-            pub fn unlink(name: &str) -> Result<(), OpenError> {
-                Segment::unlink(name, &Options::new())
-            }
-
-            /// `unlink` in the directory of `opts`.
-            ///
-            /// # Errors
-            ///
-            /// As `unlink`.
-            pub fn unlink_with(name: &str, opts: &Options) -> Result<(), OpenError> {
-                Segment::unlink(name, opts)
+            #[doc = concat!("Waits until `deadline` at most for a live handle to hold the ", $peer_what, "'s end; returns whether one does.")]
+            pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
+                self.$peer().wait_held(&Deadline::at(deadline))
             }
 
             /// The number of values the queue holds at most.
@@ -208,7 +206,7 @@ pub struct Producer<T: bytemuck::Pod> {
 // any thread, and the role is held by the process's keeper, not by a thread.
 unsafe impl<T: bytemuck::Pod + Send> Send for Producer<T> {}
 
-queue_constructors!(Producer, "producer");
+queue_end_common!(Producer, "producer", consumer, "consumer");
 
 impl<T: bytemuck::Pod> Producer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
@@ -330,49 +328,6 @@ impl<T: bytemuck::Pod> Producer<T> {
         self.len() == self.capacity()
     }
 
-    /// Whether the consumer had attached and is gone.
-    pub fn is_abandoned(&self) -> bool {
-        self.consumer().gone()
-    }
-
-    /// Whether a live handle holds the consumer's end right now.
-    ///
-    /// Until one first does, blocking calls simply wait (their timeouts apply) and never
-    /// say `Disconnected`; use [`wait_connected`](Self::wait_connected) to wait for it
-    /// with a bound, so that a consumer that never comes (a typo in its name) is noticed.
-    pub fn is_connected(&self) -> bool {
-        self.consumer().is_held()
-    }
-
-    /// Waits at most `timeout` for a live handle to hold the consumer's end; returns
-    /// whether one does.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use shmsync::{Options, spsc};
-    ///
-    /// # let opts = Options::new().dir(std::env::temp_dir());
-    /// # let name = format!("doc-connected-Producer-{}", std::process::id());
-    /// let mut tx = spsc::Producer::<u64>::create_with(&name, 8, &opts)?;
-    /// let rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
-    /// assert!(tx.wait_connected(Duration::from_secs(1)));
-    /// assert!(rx.is_connected());
-    /// drop((tx, rx));
-    /// spsc::Producer::<u64>::unlink_with(&name, &opts)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn wait_connected(&self, timeout: Duration) -> bool {
-        self.consumer().wait_held(&Deadline::after(timeout))
-    }
-
-    /// Waits until `deadline` at most for a live handle to hold the consumer's end;
-    /// returns whether one does.
-    pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
-        self.consumer().wait_held(&Deadline::at(deadline))
-    }
-
     /// Lends the next `n` free slots to fill in place (zero-copy); nothing is published
     /// until [`WriteChunk::commit`]. Never blocks.
     ///
@@ -452,7 +407,7 @@ pub struct Consumer<T: bytemuck::Pod> {
 // SAFETY: as for `Producer`.
 unsafe impl<T: bytemuck::Pod + Send> Send for Consumer<T> {}
 
-queue_constructors!(Consumer, "consumer");
+queue_end_common!(Consumer, "consumer", producer, "producer");
 
 impl<T: bytemuck::Pod> Consumer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
@@ -574,49 +529,6 @@ impl<T: bytemuck::Pod> Consumer<T> {
     /// Whether the queue is full right now.
     pub fn is_full(&mut self) -> bool {
         self.len() == self.capacity()
-    }
-
-    /// Whether the producer had attached and is gone.
-    pub fn is_abandoned(&self) -> bool {
-        self.producer().gone()
-    }
-
-    /// Whether a live handle holds the producer's end right now.
-    ///
-    /// Until one first does, blocking calls simply wait (their timeouts apply) and never
-    /// say `Disconnected`; use [`wait_connected`](Self::wait_connected) to wait for it
-    /// with a bound, so that a producer that never comes (a typo in its name) is noticed.
-    pub fn is_connected(&self) -> bool {
-        self.producer().is_held()
-    }
-
-    /// Waits at most `timeout` for a live handle to hold the producer's end; returns
-    /// whether one does.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use shmsync::{Options, spsc};
-    ///
-    /// # let opts = Options::new().dir(std::env::temp_dir());
-    /// # let name = format!("doc-connected-Consumer-{}", std::process::id());
-    /// let mut tx = spsc::Producer::<u64>::create_with(&name, 8, &opts)?;
-    /// let rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
-    /// assert!(tx.wait_connected(Duration::from_secs(1)));
-    /// assert!(rx.is_connected());
-    /// drop((tx, rx));
-    /// spsc::Producer::<u64>::unlink_with(&name, &opts)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn wait_connected(&self, timeout: Duration) -> bool {
-        self.producer().wait_held(&Deadline::after(timeout))
-    }
-
-    /// Waits until `deadline` at most for a live handle to hold the producer's end;
-    /// returns whether one does.
-    pub fn wait_connected_deadline(&self, deadline: Instant) -> bool {
-        self.producer().wait_held(&Deadline::at(deadline))
     }
 
     /// Lends the next `n` values to read in place (zero-copy); their slots are freed only
