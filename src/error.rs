@@ -9,33 +9,69 @@ use crate::layout::ObjectKind;
 ///
 /// Every way a segment file can be missing, foreign, damaged or hostile maps to one of
 /// these variants; none of them is a panic. OS failures that have no variant of their own
-/// keep their errno in [`OpenError::Io`].
+/// keep their errno in [`OpenError::Io`]. Variants that concern one object carry its
+/// name, and `Display` says what differed, so a logged error explains itself. Match the
+/// variants with fields as `OpenError::NotFound { .. }`.
+///
+/// # Examples
+///
+/// ```
+/// use shmsync::{Lock, OpenError, Options};
+///
+/// # let opts = Options::new().dir(std::env::temp_dir());
+/// match Lock::open_with("no-such-lock", &opts) {
+///     Err(e @ OpenError::NotFound { .. }) => {
+///         assert_eq!(e.to_string(), "no shared-memory object is called \"no-such-lock\"");
+///     }
+///     other => panic!("expected NotFound, got {other:?}"),
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpenError {
     /// No object has this name (`open`, `unlink`).
-    NotFound,
+    NotFound {
+        /// The name looked for.
+        name: String,
+    },
     /// An object (or any file) already has this name (`create`).
-    AlreadyExists,
+    AlreadyExists {
+        /// The name asked for.
+        name: String,
+    },
     /// The name breaks the naming rules: 1 to 200 bytes of `[A-Za-z0-9._-]`, not `.` or
     /// `..`.
     InvalidName,
     /// The segment holds another kind of object, such as a Lock opened as a Queue.
     KindMismatch {
+        /// The object's name.
+        name: String,
         /// The kind the caller asked for.
         expected: ObjectKind,
         /// The kind recorded in the segment.
         found: ObjectKind,
     },
-    /// The segment holds the right kind of object with another layout: element size,
-    /// alignment or type, or capacity.
-    LayoutMismatch,
+    /// The segment holds the right kind of object with another layout: `property`
+    /// differs, `expected` by the caller and `found` in the segment.
+    LayoutMismatch {
+        /// The object's name.
+        name: String,
+        /// What differs.
+        property: LayoutProperty,
+        /// The caller's value.
+        expected: u64,
+        /// The segment's value.
+        found: u64,
+    },
     /// The segment was written by an incompatible version of shmsync.
     VersionMismatch,
     /// The segment's creator has not finished initialising it within
     /// [`Options::open_timeout`](crate::Options::open_timeout), most likely because it
     /// died half-way. Unlink the name to start afresh.
-    NotInitialized,
+    NotInitialized {
+        /// The object's name.
+        name: String,
+    },
     /// The file at this name is not a valid segment: not a regular file, too short, a
     /// wrong magic number, or header fields that contradict each other or the file.
     Corrupted,
@@ -45,7 +81,15 @@ pub enum OpenError {
     /// The file system holding the segment (usually the tmpfs at `/dev/shm`) is full.
     NoSpace,
     /// The role asked for (a queue's producer, a pipe's end) is held by a live handle.
-    Busy,
+    Busy {
+        /// The object's name.
+        name: String,
+        /// The role, such as "producer", "consumer", "end A" or "member" (an MPMC queue
+        /// whose member slots are all taken).
+        role: String,
+        /// The process holding the role, where known.
+        holder: Option<u32>,
+    },
     /// A capacity, size or count the object cannot have (zero, too large, or a
     /// semaphore's initial count above its bound), refused before anything is created.
     InvalidCapacity {
@@ -58,32 +102,101 @@ pub enum OpenError {
     Io(io::Error),
 }
 
+/// The part of a segment's layout that a [`OpenError::LayoutMismatch`] found different.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LayoutProperty {
+    /// The size of one element (or of the whole value), in bytes.
+    ElementSize,
+    /// The alignment of one element, in bytes.
+    ElementAlign,
+    /// The element type's tag ([`ShmSafe::type_tag`](crate::ShmSafe::type_tag)): same
+    /// size and alignment, another type (another name, field, field type or offset).
+    TypeTag,
+    /// The number of elements (an array's length).
+    Capacity,
+}
+
+impl fmt::Display for LayoutProperty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ElementSize => "element size",
+            Self::ElementAlign => "element alignment",
+            Self::TypeTag => "type tag",
+            Self::Capacity => "capacity",
+        })
+    }
+}
+
+impl OpenError {
+    /// Fills in the object's name where a variant carries one and it is still empty:
+    /// errors made below the named layer (an errno, a header check) learn it here.
+    pub(crate) fn named(mut self, object: &str) -> Self {
+        match &mut self {
+            Self::NotFound { name }
+            | Self::AlreadyExists { name }
+            | Self::KindMismatch { name, .. }
+            | Self::LayoutMismatch { name, .. }
+            | Self::NotInitialized { name }
+            | Self::Busy { name, .. }
+                if name.is_empty() =>
+            {
+                object.clone_into(name);
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// A `LayoutMismatch` whose name is filled in later ([`named`](Self::named)).
+    pub(crate) fn layout_mismatch(property: LayoutProperty, expected: u64, found: u64) -> Self {
+        Self::LayoutMismatch { name: String::new(), property, expected, found }
+    }
+}
+
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotFound => f.write_str("no shared-memory object has this name"),
-            Self::AlreadyExists => f.write_str("a shared-memory object with this name already exists"),
+            Self::NotFound { name } => write!(f, "no shared-memory object is called {name:?}"),
+            Self::AlreadyExists { name } => {
+                write!(f, "a shared-memory object called {name:?} already exists")
+            }
             Self::InvalidName => f.write_str(
                 "invalid object name: use 1 to 200 bytes of [A-Za-z0-9._-], not `.` or `..`",
             ),
-            Self::KindMismatch { expected, found } => {
-                write!(f, "the segment holds a {found}, not a {expected}")
+            Self::KindMismatch { name, expected, found } => {
+                write!(f, "{name:?} holds an object of kind {found}, not {expected}")
             }
-            Self::LayoutMismatch => f.write_str(
-                "the segment's layout (element size, alignment, type or capacity) differs from the one asked for",
-            ),
+            Self::LayoutMismatch { name, property, expected, found } => {
+                let (expected, found) = if *property == LayoutProperty::TypeTag {
+                    (format!("{expected:#018x}"), format!("{found:#018x}"))
+                } else {
+                    (expected.to_string(), found.to_string())
+                };
+                write!(
+                    f,
+                    "{name:?} has another layout: its {property} is {found}, {expected} was asked for"
+                )
+            }
             Self::VersionMismatch => {
                 f.write_str("the segment was written by an incompatible version of shmsync")
             }
-            Self::NotInitialized => f.write_str(
-                "the segment's creator did not finish initialising it in time (did it die?)",
+            Self::NotInitialized { name } => write!(
+                f,
+                "the creator of {name:?} did not finish initialising it in time (did it die?)"
             ),
             Self::Corrupted => f.write_str("the file is not a valid shmsync segment"),
             Self::PermissionDenied => f.write_str(
                 "permission denied (or the name is a symbolic link, or the file belongs to another user)",
             ),
             Self::NoSpace => f.write_str("no space left for the segment"),
-            Self::Busy => f.write_str("the role is held by another live handle"),
+            Self::Busy { name, role, holder } => {
+                write!(f, "the {role} of {name:?} is held by another live handle")?;
+                match holder {
+                    Some(pid) => write!(f, " (process {pid})"),
+                    None => Ok(()),
+                }
+            }
             Self::InvalidCapacity { requested, allowed } => {
                 write!(f, "invalid capacity {requested}: {allowed}")
             }
@@ -106,8 +219,8 @@ impl From<rustix::io::Errno> for OpenError {
     fn from(errno: rustix::io::Errno) -> Self {
         use rustix::io::Errno;
         match errno {
-            Errno::NOENT => Self::NotFound,
-            Errno::EXIST => Self::AlreadyExists,
+            Errno::NOENT => Self::NotFound { name: String::new() },
+            Errno::EXIST => Self::AlreadyExists { name: String::new() },
             // ELOOP is what O_NOFOLLOW answers for a symbolic link.
             Errno::ACCESS | Errno::PERM | Errno::LOOP => Self::PermissionDenied,
             Errno::NOSPC | Errno::DQUOT | Errno::FBIG => Self::NoSpace,
@@ -433,8 +546,8 @@ mod tests {
 
     #[test]
     fn errnos_map_to_their_variants() {
-        assert!(matches!(OpenError::from(Errno::NOENT), OpenError::NotFound));
-        assert!(matches!(OpenError::from(Errno::EXIST), OpenError::AlreadyExists));
+        assert!(matches!(OpenError::from(Errno::NOENT), OpenError::NotFound { .. }));
+        assert!(matches!(OpenError::from(Errno::EXIST), OpenError::AlreadyExists { .. }));
         assert!(matches!(OpenError::from(Errno::LOOP), OpenError::PermissionDenied));
         assert!(matches!(OpenError::from(Errno::NOSPC), OpenError::NoSpace));
         match OpenError::from(Errno::MFILE) {
@@ -445,7 +558,41 @@ mod tests {
 
     #[test]
     fn display_names_both_kinds() {
-        let e = OpenError::KindMismatch { expected: ObjectKind::Lock, found: ObjectKind::Pipe };
-        assert_eq!(e.to_string(), "the segment holds a Pipe, not a Lock");
+        let e = OpenError::KindMismatch {
+            name: "jobs".into(),
+            expected: ObjectKind::Lock,
+            found: ObjectKind::Pipe,
+        };
+        assert_eq!(e.to_string(), "\"jobs\" holds an object of kind Pipe, not Lock");
+    }
+
+    #[test]
+    fn named_fills_only_an_empty_name() {
+        let e = OpenError::from(Errno::NOENT).named("jobs");
+        assert_eq!(e.to_string(), "no shared-memory object is called \"jobs\"");
+        let e = e.named("other");
+        assert!(matches!(&e, OpenError::NotFound { name } if name == "jobs"));
+    }
+
+    #[test]
+    fn a_layout_mismatch_says_what_differed_and_both_values() {
+        let e = OpenError::layout_mismatch(LayoutProperty::ElementSize, 8, 16).named("ticks");
+        assert_eq!(
+            e.to_string(),
+            "\"ticks\" has another layout: its element size is 16, 8 was asked for"
+        );
+        let e = OpenError::layout_mismatch(LayoutProperty::TypeTag, 0xab, 0xcd).named("ticks");
+        assert!(e.to_string().contains("type tag is 0x00000000000000cd, 0x00000000000000ab"));
+    }
+
+    #[test]
+    fn busy_names_the_role_and_the_holder_where_known() {
+        let e = OpenError::Busy { name: "q".into(), role: "producer".into(), holder: Some(42) };
+        assert_eq!(
+            e.to_string(),
+            "the producer of \"q\" is held by another live handle (process 42)"
+        );
+        let e = OpenError::Busy { name: "q".into(), role: "end A".into(), holder: None };
+        assert_eq!(e.to_string(), "the end A of \"q\" is held by another live handle");
     }
 }

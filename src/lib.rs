@@ -129,8 +129,8 @@ mod wake; // every door to the kernel's futex ABI
 pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{
-    ChunkError, LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError,
-    SendError, TryLockError,
+    ChunkError, LayoutProperty, LockError, LockResult, OpenError, PopError, PushError, RecvError,
+    ReleaseError, SendError, TryLockError,
 };
 pub use layout::{ObjectKind, ShmSafe};
 pub use named::{Condition, Event, Lock, Semaphore};

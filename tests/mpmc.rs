@@ -54,7 +54,7 @@ fn in_one_process_fifo_full_empty_and_disconnected() {
     assert_eq!(q.try_pop(), Ok(7), "drained first");
     assert_eq!(q.try_pop(), Err(PopError::Disconnected));
     assert_eq!(q.pop(), Err(PopError::Disconnected));
-    assert!(matches!(mpmc::Queue::<u64>::open(&name), Err(OpenError::LayoutMismatch)));
+    assert!(matches!(mpmc::Queue::<u64>::open(&name), Err(OpenError::LayoutMismatch { .. })));
     let err = mpmc::Queue::<u32>::create(&format!("{name}-huge"), usize::MAX).unwrap_err();
     assert!(matches!(err, OpenError::InvalidCapacity { .. }), "{err:?}");
     assert!(err.to_string().contains(&usize::MAX.to_string()), "{err}");

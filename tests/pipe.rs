@@ -153,7 +153,7 @@ fn bad_capacities_are_refused() {
         let text = err.to_string();
         assert!(text.contains(&capacity.to_string()) && text.contains("bytes"), "{text}");
     }
-    assert!(matches!(Pipe::open(&name), Err(OpenError::NotFound)));
+    assert!(matches!(Pipe::open(&name), Err(OpenError::NotFound { .. })));
 }
 
 #[test]
@@ -354,7 +354,7 @@ fn send_with_writes_in_place_and_a_panicking_fill_sends_nothing() {
 #[test]
 fn each_end_is_claimed_once_across_processes() {
     if role().as_deref() == Some("second-b") {
-        assert!(matches!(Pipe::open(&arg("PIPE")), Err(OpenError::Busy)));
+        assert!(matches!(Pipe::open(&arg("PIPE")), Err(OpenError::Busy { .. })));
         return;
     }
     let name = unique_name("busy");
@@ -362,7 +362,7 @@ fn each_end_is_claimed_once_across_processes() {
     let a = Pipe::open_or_create(&name, 4096).unwrap(); // created: end A
     let b = Pipe::open_or_create(&name, 4096).unwrap(); // opened: end B
     assert!(format!("{a:?}").contains("end: A") && format!("{b:?}").contains("end: B"));
-    assert!(matches!(Pipe::open(&name), Err(OpenError::Busy)));
+    assert!(matches!(Pipe::open(&name), Err(OpenError::Busy { .. })));
     spawn("each_end_is_claimed_once_across_processes", "second-b", &[("PIPE", &name)])
         .wait_success(LIMIT);
     drop(b);
@@ -509,9 +509,9 @@ fn end_a_is_taken_up_again_after_its_holder_was_killed() {
     old_a.expect("ready", LIMIT);
     let mut b = Pipe::open(&name).unwrap();
     assert_eq!((b.end(), b.generation(), b.peer_generation()), (shmsync::End::B, 1, 1));
-    assert!(matches!(Pipe::open_end(&name, shmsync::End::A), Err(OpenError::Busy)));
+    assert!(matches!(Pipe::open_end(&name, shmsync::End::A), Err(OpenError::Busy { .. })));
     old_a.kill();
-    assert!(matches!(Pipe::create(&name, 4096), Err(OpenError::AlreadyExists)));
+    assert!(matches!(Pipe::create(&name, 4096), Err(OpenError::AlreadyExists { .. })));
     let mut a = Pipe::open_end(&name, shmsync::End::A).expect("end A re-claimed");
     assert_eq!((a.end(), a.generation(), b.peer_generation()), (shmsync::End::A, 2, 2));
     assert_eq!(&*b.recv_timeout(LIMIT).unwrap(), b"from the old a", "nothing lost");

@@ -112,12 +112,12 @@ fn a_creator_killed_before_ready_makes_openers_fail_in_time() {
     let start = Instant::now();
     let err = Shared::<Board>::open_with(&name, &opts).unwrap_err();
     let waited = start.elapsed();
-    assert!(matches!(err, OpenError::NotInitialized), "got {err:?}");
+    assert!(matches!(err, OpenError::NotInitialized { .. }), "got {err:?}");
     assert!(waited >= timeout, "gave up after {waited:?}, before the timeout");
     assert!(waited < Duration::from_secs(5), "took {waited:?}");
 
     let err = Shared::<Board>::open_or_create_with(&name, |_| {}, &opts).unwrap_err();
-    assert!(matches!(err, OpenError::NotInitialized), "got {err:?}");
+    assert!(matches!(err, OpenError::NotInitialized { .. }), "got {err:?}");
 
     // Unlinking the remains lets the name be used again.
     Shared::<Board>::unlink(&name).unwrap();
@@ -168,7 +168,7 @@ fn a_symlink_at_the_name_is_refused() {
     let err = Shared::<Board>::open(&name).unwrap_err();
     assert!(matches!(err, OpenError::PermissionDenied), "got {err:?}");
     let err = Shared::<Board>::create(&name, |_| {}).unwrap_err();
-    assert!(matches!(err, OpenError::AlreadyExists), "got {err:?}");
+    assert!(matches!(err, OpenError::AlreadyExists { .. }), "got {err:?}");
     let err = Shared::<Board>::open_or_create(&name, |_| {}).unwrap_err();
     assert!(matches!(err, OpenError::PermissionDenied), "got {err:?}");
     assert!(fs::symlink_metadata(shm_path(&name)).unwrap().file_type().is_symlink());
@@ -212,11 +212,11 @@ fn short_odd_and_random_files_are_refused_with_typed_errors() {
 
     // An empty file is what a creator looks like before it sizes the file.
     plant(&name, b"");
-    assert!(matches!(open(), Err(OpenError::NotInitialized)));
+    assert!(matches!(open(), Err(OpenError::NotInitialized { .. })));
 
     // Zeros of a full header's size: a creator that has not published yet.
     plant(&name, &[0u8; 4096]);
-    assert!(matches!(open(), Err(OpenError::NotInitialized)));
+    assert!(matches!(open(), Err(OpenError::NotInitialized { .. })));
 
     let seed = u64::from(std::process::id()) << 20 ^ 0x5EED;
     let mut rng = Rng::new(seed);
@@ -235,8 +235,8 @@ fn short_odd_and_random_files_are_refused_with_typed_errors() {
                 OpenError::Corrupted
                 | OpenError::VersionMismatch
                 | OpenError::KindMismatch { .. }
-                | OpenError::LayoutMismatch
-                | OpenError::NotInitialized,
+                | OpenError::LayoutMismatch { .. }
+                | OpenError::NotInitialized { .. },
             ) => {}
             other => panic!("seed {seed:#x} round {round}: random bytes gave {other:?}"),
         }
@@ -270,9 +270,9 @@ fn versions_kinds_and_types_are_checked() {
 
     // Same size and alignment, another type.
     let err = Shared::<i64>::open(&name).unwrap_err();
-    assert!(matches!(err, OpenError::LayoutMismatch), "got {err:?}");
+    assert!(matches!(err, OpenError::LayoutMismatch { .. }), "got {err:?}");
     let err = Shared::<[u8; 16]>::open(&name).unwrap_err();
-    assert!(matches!(err, OpenError::LayoutMismatch), "got {err:?}");
+    assert!(matches!(err, OpenError::LayoutMismatch { .. }), "got {err:?}");
     assert_eq!(*Shared::<u64>::open(&name).unwrap(), 5);
 
     // The documented header offsets (docs/design.md): kind at 16, version at 12.
@@ -283,7 +283,7 @@ fn versions_kinds_and_types_are_checked() {
     };
     patch(16, 2); // ObjectKind::Lock
     match Shared::<u64>::open(&name) {
-        Err(OpenError::KindMismatch { expected, found }) => {
+        Err(OpenError::KindMismatch { expected, found, .. }) => {
             assert_eq!((expected, found), (ObjectKind::Shared, ObjectKind::Lock));
         }
         other => panic!("got {other:?}"),
@@ -356,8 +356,8 @@ fn unlinking_keeps_live_mappings_working() {
 
     Shared::<Board>::unlink(&name).unwrap();
     assert!(!shm_path(&name).exists());
-    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound)));
-    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound)));
+    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound { .. })));
+    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound { .. })));
     assert_eq!(board.total.load(Ordering::Acquire), 100, "our own mapping still works");
     // The name is free for a new, unrelated segment.
     let reborn = Shared::<Board>::create(&name, |_| {}).unwrap();
@@ -375,10 +375,10 @@ fn unlinking_keeps_live_mappings_working() {
 fn names_and_existence_are_checked() {
     let name = unique_name("exists");
     let _cleanup = Remove::shm(&name);
-    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound)));
-    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound)));
+    assert!(matches!(Shared::<Board>::open(&name), Err(OpenError::NotFound { .. })));
+    assert!(matches!(Shared::<Board>::unlink(&name), Err(OpenError::NotFound { .. })));
     let board = Shared::<Board>::create(&name, |_| {}).unwrap();
-    assert!(matches!(Shared::<Board>::create(&name, |_| {}), Err(OpenError::AlreadyExists)));
+    assert!(matches!(Shared::<Board>::create(&name, |_| {}), Err(OpenError::AlreadyExists { .. })));
     assert_eq!(board.info().name(), name);
     assert_eq!(board.info().path(), shm_path(&name));
     assert_eq!(board.info().kind(), ObjectKind::Shared);

@@ -114,9 +114,9 @@ fn full_empty_capacity_and_timeouts() {
     let err = spsc::Producer::<u32>::create(&bad, 0).unwrap_err();
     assert!(matches!(err, OpenError::InvalidCapacity { requested: 0, .. }), "{err:?}");
     assert!(err.to_string().contains("capacity 0") && err.to_string().contains("1..="), "{err}");
-    assert!(matches!(spsc::Consumer::<u32>::open(&bad), Err(OpenError::NotFound)));
+    assert!(matches!(spsc::Consumer::<u32>::open(&bad), Err(OpenError::NotFound { .. })));
     // Another element type is refused.
-    assert!(matches!(spsc::Consumer::<u64>::open(&name), Err(OpenError::LayoutMismatch)));
+    assert!(matches!(spsc::Consumer::<u64>::open(&name), Err(OpenError::LayoutMismatch { .. })));
     spsc::Producer::<u32>::unlink(&name).unwrap();
 }
 
@@ -124,7 +124,7 @@ fn full_empty_capacity_and_timeouts() {
 fn roles_are_exclusive_across_processes_until_released() {
     if role().as_deref() == Some("second-producer") {
         let err = spsc::Producer::<u64>::open(&arg("QUEUE")).unwrap_err();
-        assert!(matches!(err, OpenError::Busy), "got {err:?}");
+        assert!(matches!(err, OpenError::Busy { .. }), "got {err:?}");
         report("busy");
         wait_for_parent(LIMIT); // the parent drops its producer meanwhile
         let mut tx = spsc::Producer::<u64>::open(&arg("QUEUE")).unwrap();
@@ -136,9 +136,12 @@ fn roles_are_exclusive_across_processes_until_released() {
     let name = unique_name("roles");
     let _cleanup = Remove::shm(&name);
     let tx = spsc::Producer::<u64>::create(&name, 8).unwrap();
-    assert!(matches!(spsc::Producer::<u64>::open(&name), Err(OpenError::Busy)), "same process");
+    assert!(
+        matches!(spsc::Producer::<u64>::open(&name), Err(OpenError::Busy { .. })),
+        "same process"
+    );
     let mut rx = spsc::Consumer::<u64>::open(&name).unwrap();
-    assert!(matches!(spsc::Consumer::<u64>::open(&name), Err(OpenError::Busy)));
+    assert!(matches!(spsc::Consumer::<u64>::open(&name), Err(OpenError::Busy { .. })));
     let mut other = spawn(
         "roles_are_exclusive_across_processes_until_released",
         "second-producer",

@@ -427,10 +427,10 @@ fn value_and_array_are_shared_and_locked() {
     assert!(a.lock().unwrap().iter().all(|&c| c == 750.0));
     v.store(-1);
     assert_eq!(Value::<i64>::open(&vname).unwrap().load(), -1);
-    assert!(matches!(Value::<u64>::open(&vname), Err(shmsync::OpenError::LayoutMismatch)));
+    assert!(matches!(Value::<u64>::open(&vname), Err(shmsync::OpenError::LayoutMismatch { .. })));
     assert!(matches!(
         Array::<f64>::open_or_create(&aname, 7),
-        Err(shmsync::OpenError::LayoutMismatch)
+        Err(shmsync::OpenError::LayoutMismatch { .. })
     ));
     assert_eq!(Array::<f64>::open_or_create(&aname, 1024).unwrap().len(), 1024);
     Value::<i64>::unlink(&vname).unwrap();

@@ -36,7 +36,7 @@ fn open_end(board: &Board, name: &str, end: End) -> Connection {
     loop {
         match Pipe::open_end(name, end) {
             Ok(conn) => return conn,
-            Err(OpenError::Busy) if std::time::Instant::now() < limit => {
+            Err(OpenError::Busy { .. }) if std::time::Instant::now() < limit => {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => {

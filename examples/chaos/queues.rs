@@ -24,7 +24,7 @@ fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError
     loop {
         match open() {
             Ok(handle) => return handle,
-            Err(OpenError::Busy) if std::time::Instant::now() < end => {
+            Err(OpenError::Busy { .. }) if std::time::Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => {

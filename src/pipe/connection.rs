@@ -104,6 +104,16 @@ pub enum End {
     B,
 }
 
+impl End {
+    /// The role's name in errors.
+    fn role(self) -> &'static str {
+        match self {
+            End::A => "end A",
+            End::B => "end B",
+        }
+    }
+}
+
 /// Constructors of pipes: each returns one end, a [`Connection`].
 ///
 /// [`create`](Self::create) makes the pipe and returns end A; [`open`](Self::open)
@@ -168,7 +178,7 @@ impl Pipe {
         /// # let name = format!("doc-pipe-end-{}", std::process::id());
         /// let server = Pipe::create_with(&name, 4096, &opts)?;
         /// assert_eq!(server.end(), End::A);
-        /// assert!(matches!(Pipe::open_end_with(&name, End::A, &opts), Err(OpenError::Busy)));
+        /// assert!(matches!(Pipe::open_end_with(&name, End::A, &opts), Err(OpenError::Busy { .. })));
         /// drop(server); // or the server's process dies
         /// let restarted = Pipe::open_end_with(&name, End::A, &opts)?;
         /// assert_eq!(restarted.generation(), 2);
@@ -256,7 +266,8 @@ impl Connection {
             End::B => (&control.b, &control.a, to_b, Some(to_a)),
         };
         // SAFETY: the claim is dropped before the mapping (field order of Connection).
-        let (claim, generation) = unsafe { me.claim() }?;
+        let (claim, generation) = unsafe { me.claim() }
+            .map_err(|e| e.into_open_error(segment.info().name(), end.role()))?;
         // SAFETY: our claim of this end makes us the only reader of the incoming ring and
         // the only writer of the outgoing one.
         let reader = incoming.map(|r| unsafe { ByteReader::attach(r) }).transpose();

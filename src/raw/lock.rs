@@ -219,6 +219,13 @@ impl RawLock {
         owner != 0 && owner != NOT_RECOVERABLE
     }
 
+    /// The thread id of the holder, if the lock is held: for error messages.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn holder_tid(&self) -> Option<u32> {
+        let owner = self.word.load(Ordering::Relaxed) & FUTEX_TID_MASK;
+        (owner != 0 && owner != NOT_RECOVERABLE).then_some(owner)
+    }
+
     /// Asks to be woken when the lock is released or its holder dies, for a sleeper that
     /// waits on this word together with others (`futex_waitv`): raises `WAITERS`, which
     /// the holder's unlock and the kernel's death handling both honour. Returns the word

@@ -21,7 +21,10 @@ use crate::raw::{LockGuard, RawLock};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ClaimError {
     /// A live handle, in this process or another, holds the role.
-    Busy,
+    Busy {
+        /// The holding process, where known.
+        holder: Option<u32>,
+    },
     /// The role lock was made not recoverable (only a hostile peer can do that to a role,
     /// since role locks protect no data): treat the object as corrupted.
     NotRecoverable,
@@ -29,11 +32,14 @@ pub(crate) enum ClaimError {
     KeeperGone,
 }
 
-impl From<ClaimError> for OpenError {
-    /// The one mapping of a failed claim to what `create` and `open` report.
-    fn from(e: ClaimError) -> Self {
-        match e {
-            ClaimError::Busy => OpenError::Busy,
+impl ClaimError {
+    /// The one mapping of a failed claim of `role` in the object `name` to what `create`
+    /// and `open` report.
+    pub(crate) fn into_open_error(self, name: &str, role: &str) -> OpenError {
+        match self {
+            ClaimError::Busy { holder } => {
+                OpenError::Busy { name: name.to_owned(), role: role.to_owned(), holder }
+            }
             ClaimError::NotRecoverable => OpenError::Corrupted,
             ClaimError::KeeperGone => {
                 OpenError::Io(std::io::Error::other("the keeper thread is gone"))
@@ -79,8 +85,21 @@ pub(crate) unsafe fn claim(lock: &RawLock) -> Result<(RoleClaim, Claimed), Claim
     let addr = lock as *const RawLock as usize;
     let (reply, answer) = sync_channel(1);
     send(Request::Claim { lock: addr, reply })?;
-    let claimed = answer.recv().map_err(|_| ClaimError::KeeperGone)??;
+    let claimed = match answer.recv().map_err(|_| ClaimError::KeeperGone)? {
+        Err(ClaimError::Busy { .. }) => {
+            return Err(ClaimError::Busy { holder: lock.holder_tid().and_then(process_of) });
+        }
+        other => other?,
+    };
     Ok((RoleClaim { lock: addr }, claimed))
+}
+
+/// The process that thread `tid` belongs to (the `Tgid` of `/proc/<tid>/status`), if the
+/// thread is visible from here: the holder of a role is its process's keeper thread.
+fn process_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Tgid:"))?;
+    line.trim().parse().ok()
 }
 
 impl Drop for RoleClaim {
@@ -130,7 +149,7 @@ fn serve(inbox: Receiver<Request>) {
                         held.push((lock, guard));
                         Ok(Claimed::AfterDeath)
                     }
-                    Err(TryLockError::WouldBlock) => Err(ClaimError::Busy),
+                    Err(TryLockError::WouldBlock) => Err(ClaimError::Busy { holder: None }),
                     Err(_) => Err(ClaimError::NotRecoverable),
                 };
                 let _ = reply.send(outcome);
@@ -157,7 +176,7 @@ mod tests {
         assert_eq!(how, Claimed::Free);
         assert!(lock.is_locked());
         // SAFETY: as above.
-        assert_eq!(unsafe { claim(&lock) }.unwrap_err(), ClaimError::Busy);
+        assert!(matches!(unsafe { claim(&lock) }, Err(ClaimError::Busy { .. })));
         // The role does not belong to this thread: another thread sees it held too.
         std::thread::scope(|s| {
             s.spawn(|| assert!(lock.try_lock().is_err()));

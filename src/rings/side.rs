@@ -10,11 +10,10 @@
 
 use std::time::Duration;
 
-use crate::error::OpenError;
 use crate::loom::{AtomicU32, Ordering};
 use crate::raw::RawLock;
 use crate::rings::doorbell::{Doorbell, Sleepers};
-use crate::rings::keeper::{self, RoleClaim};
+use crate::rings::keeper::{self, ClaimError, RoleClaim};
 use crate::wake::fence;
 use crate::wake::futex::{self, Deadline};
 
@@ -45,7 +44,7 @@ impl Side {
     /// # Safety
     ///
     /// The returned claim must be dropped before the mapping that holds `self`.
-    pub(crate) unsafe fn claim(&self) -> Result<(RoleClaim, u32), OpenError> {
+    pub(crate) unsafe fn claim(&self) -> Result<(RoleClaim, u32), ClaimError> {
         fence::register();
         // SAFETY: passed on to our caller.
         match unsafe { keeper::claim(&self.role) } {
@@ -57,7 +56,7 @@ impl Side {
                 futex::wake_all(&self.attached);
                 Ok((claim, generation))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 

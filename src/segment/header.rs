@@ -31,6 +31,7 @@
 //! a value we validate, not a data race.
 
 use crate::OpenError;
+use crate::error::LayoutProperty;
 use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 
@@ -54,6 +55,22 @@ pub(crate) struct Element {
     pub(crate) size: u64,
     pub(crate) align: u32,
     pub(crate) type_tag: u64,
+}
+
+impl Element {
+    /// The first property in which `found` differs from `self` (size, then alignment,
+    /// then type tag), with this value and the found one.
+    pub(crate) fn difference(&self, found: &Element) -> Option<(LayoutProperty, u64, u64)> {
+        if self.size != found.size {
+            Some((LayoutProperty::ElementSize, self.size, found.size))
+        } else if self.align != found.align {
+            Some((LayoutProperty::ElementAlign, self.align.into(), found.align.into()))
+        } else if self.type_tag != found.type_tag {
+            Some((LayoutProperty::TypeTag, self.type_tag, found.type_tag))
+        } else {
+            None
+        }
+    }
 }
 
 /// What an opener requires of a segment.
@@ -88,7 +105,12 @@ impl Spec {
     pub(crate) fn placement(&self) -> Result<Placement, OpenError> {
         let align = self.expected.element.align;
         if !align.is_power_of_two() || align > MAX_ALIGN {
-            return Err(OpenError::LayoutMismatch);
+            let supported = u64::from(align.next_power_of_two().min(MAX_ALIGN));
+            return Err(OpenError::layout_mismatch(
+                LayoutProperty::ElementAlign,
+                supported,
+                u64::from(align),
+            ));
         }
         let step = u64::from(align.max(128));
         let payload_offset = (HEADER_LEN as u64).div_ceil(step) * step;
@@ -259,7 +281,11 @@ impl Header {
             return corrupted;
         };
         if found != want.kind {
-            return Err(OpenError::KindMismatch { expected: want.kind, found });
+            return Err(OpenError::KindMismatch {
+                name: String::new(),
+                expected: want.kind,
+                found,
+            });
         }
 
         let segment_len = self.segment_len.load(Ordering::Relaxed);
@@ -282,8 +308,8 @@ impl Header {
             align,
             type_tag: self.type_tag.load(Ordering::Relaxed),
         };
-        if element != want.element {
-            return Err(OpenError::LayoutMismatch);
+        if let Some((property, expected, found)) = want.element.difference(&element) {
+            return Err(OpenError::layout_mismatch(property, expected, found));
         }
 
         // Both fit in usize: they are at most MAX_SEGMENT_LEN (2^46) on a 64-bit target.
@@ -335,9 +361,9 @@ mod tests {
         big.expected.element.align = 4096;
         assert_eq!(big.placement().unwrap().payload_offset, 4096);
         big.expected.element.align = 8192;
-        assert!(matches!(big.placement(), Err(OpenError::LayoutMismatch)));
+        assert!(matches!(big.placement(), Err(OpenError::LayoutMismatch { .. })));
         big.expected.element.align = 3;
-        assert!(matches!(big.placement(), Err(OpenError::LayoutMismatch)));
+        assert!(matches!(big.placement(), Err(OpenError::LayoutMismatch { .. })));
         let mut huge = spec();
         huge.payload_len = u64::MAX - 64;
         assert!(matches!(huge.placement(), Err(OpenError::NoSpace)));
@@ -385,7 +411,7 @@ mod tests {
         assert!(matches!(damaged(|h| h.kind.store(99, r)), E::Corrupted));
         assert!(matches!(
             damaged(|h| h.kind.store(ObjectKind::Lock.code(), r)),
-            E::KindMismatch { expected: ObjectKind::Shared, found: ObjectKind::Lock }
+            E::KindMismatch { expected: ObjectKind::Shared, found: ObjectKind::Lock, .. }
         ));
         assert!(matches!(damaged(|h| h.segment_len.store(153, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.payload_offset.store(64, r)), E::Corrupted));
@@ -395,9 +421,13 @@ mod tests {
         assert!(matches!(damaged(|h| h.elem_align.store(0, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.elem_align.store(6, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.elem_align.store(256, r)), E::Corrupted));
-        assert!(matches!(damaged(|h| h.elem_align.store(4, r)), E::LayoutMismatch));
-        assert!(matches!(damaged(|h| h.elem_size.store(16, r)), E::LayoutMismatch));
-        assert!(matches!(damaged(|h| h.type_tag.store(1, r)), E::LayoutMismatch));
+        use crate::error::LayoutProperty as P;
+        let align = damaged(|h| h.elem_align.store(4, r));
+        assert!(matches!(align, E::LayoutMismatch { property: P::ElementAlign, found: 4, .. }));
+        let size = damaged(|h| h.elem_size.store(16, r));
+        assert!(matches!(size, E::LayoutMismatch { property: P::ElementSize, found: 16, .. }));
+        let tag = damaged(|h| h.type_tag.store(1, r));
+        assert!(matches!(tag, E::LayoutMismatch { property: P::TypeTag, found: 1, .. }));
     }
 
     #[test]

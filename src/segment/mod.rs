@@ -157,6 +157,16 @@ impl Segment {
         opts: &Options,
         init: impl FnOnce(NonNull<u8>),
     ) -> Result<Self, OpenError> {
+        Self::create_unnamed(name, spec, opts, init).map_err(|e| e.named(name))
+    }
+
+    /// `create`, with errors that may not carry the name yet.
+    fn create_unnamed(
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<Self, OpenError> {
         validate_name(name)?;
         check_mode(opts.mode)?;
         let placement = spec.placement()?;
@@ -197,6 +207,11 @@ impl Segment {
     /// Opens the existing segment `name`, waiting up to `opts.open_timeout` for its
     /// creator to publish it, and validates it against `want`.
     pub(crate) fn open(name: &str, want: &Expected, opts: &Options) -> Result<Self, OpenError> {
+        Self::open_unnamed(name, want, opts).map_err(|e| e.named(name))
+    }
+
+    /// `open`, with errors that may not carry the name yet.
+    fn open_unnamed(name: &str, want: &Expected, opts: &Options) -> Result<Self, OpenError> {
         validate_name(name)?;
         let path = opts.path_of(name);
         // O_NONBLOCK: a FIFO planted at the name must not block us (it is refused below).
@@ -271,13 +286,13 @@ impl Segment {
                 }
             };
             match Self::create(name, spec, opts, run_init) {
-                Err(OpenError::AlreadyExists) => {}
+                Err(OpenError::AlreadyExists { .. }) => {}
                 done => return done.map(|segment| (segment, true)),
             }
             match Self::open(name, &spec.expected, opts) {
                 // Unlinked between our create and our open: try creating again, for as
                 // long as the churn lasts within our timeout.
-                Err(OpenError::NotFound) if !deadline.has_passed() => {}
+                Err(OpenError::NotFound { .. }) if !deadline.has_passed() => {}
                 done => return done.map(|segment| (segment, false)),
             }
         }
@@ -286,7 +301,7 @@ impl Segment {
     /// Removes the name. Mappings stay valid until their handles are dropped.
     pub(crate) fn unlink(name: &str, opts: &Options) -> Result<(), OpenError> {
         validate_name(name)?;
-        rustix::fs::unlink(opts.path_of(name)).map_err(OpenError::from)
+        rustix::fs::unlink(opts.path_of(name)).map_err(|e| OpenError::from(e).named(name))
     }
 
     /// A private segment on the heap, made by the same steps as `create`: for unit tests
@@ -480,7 +495,7 @@ impl Backoff {
     fn sleep_until(&mut self, deadline: &Deadline) -> Result<(), OpenError> {
         let left = deadline.remaining().unwrap_or(Duration::MAX);
         if left.is_zero() {
-            return Err(OpenError::NotInitialized);
+            return Err(OpenError::NotInitialized { name: String::new() });
         }
         std::thread::sleep(self.0.min(left));
         self.0 = (self.0 * 2).min(Duration::from_millis(2));

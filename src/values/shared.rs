@@ -44,7 +44,7 @@ use crate::segment::object::Object;
 ///
 /// // Another type, even of the same size, is refused.
 /// let wrong = Shared::<u64>::open_with(&name, &opts);
-/// assert!(matches!(wrong, Err(shmsync::OpenError::LayoutMismatch)));
+/// assert!(matches!(wrong, Err(shmsync::OpenError::LayoutMismatch { .. })));
 /// Shared::<Tally>::unlink_with(&name, &opts)?;
 /// # Ok::<(), shmsync::OpenError>(())
 /// ```

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
+use crate::error::LayoutProperty;
 use crate::error::{LockError, LockResult, OpenError};
 use crate::layout::ObjectKind;
 use crate::raw::{LockGuard, Mutex, MutexGuard, RawLock};
@@ -217,7 +218,12 @@ impl<T: bytemuck::Pod> Array<T> {
         let array =
             Segment::open_or_create(name, &Self::spec(len)?, opts, |_| {}).and_then(Self::adopt)?;
         if array.len != len {
-            return Err(OpenError::LayoutMismatch);
+            return Err(OpenError::layout_mismatch(
+                LayoutProperty::Capacity,
+                len as u64,
+                array.len as u64,
+            )
+            .named(name));
         }
         Ok(array)
     }

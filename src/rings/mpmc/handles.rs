@@ -230,12 +230,16 @@ impl<T: bytemuck::Pod> Queue<T> {
                     }
                     // Dropping the claim releases the member again.
                 }
-                Err(ClaimError::Busy) => continue,
-                Err(e) => return Err(e.into()),
+                Err(ClaimError::Busy { .. }) => continue,
+                Err(e) => return Err(e.into_open_error(segment.info().name(), "member")),
             }
         }
         // Every member is alive or still owes a dead process's claim.
-        let (member, claim) = claimed.ok_or(OpenError::Busy)?;
+        let (member, claim) = claimed.ok_or_else(|| OpenError::Busy {
+            name: segment.info().name().to_owned(),
+            role: format!("member (all {MEMBERS} are held)"),
+            holder: None,
+        })?;
         let bit = 1u64 << member;
         let inherited = (
             control.pushers.load(Ordering::Acquire) & bit != 0,

@@ -211,7 +211,8 @@ queue_end_common!(Producer, "producer", consumer, "consumer");
 impl<T: bytemuck::Pod> Producer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
-        let (claim, _) = unsafe { queue.control().producer.claim() }?;
+        let (claim, _) = unsafe { queue.control().producer.claim() }
+            .map_err(|e| e.into_open_error(queue.segment.info().name(), "producer"))?;
         // SAFETY: our claim makes this the only writer of the ring.
         let writer = unsafe { Writer::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let consumer = NonNull::from(&*queue.control().consumer);
@@ -412,7 +413,8 @@ queue_end_common!(Consumer, "consumer", producer, "producer");
 impl<T: bytemuck::Pod> Consumer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
-        let (claim, _) = unsafe { queue.control().consumer.claim() }?;
+        let (claim, _) = unsafe { queue.control().consumer.claim() }
+            .map_err(|e| e.into_open_error(queue.segment.info().name(), "consumer"))?;
         // SAFETY: our claim makes this the only reader of the ring.
         let reader = unsafe { Reader::attach(queue.ring()) }.map_err(|_| OpenError::Corrupted)?;
         let producer = NonNull::from(&*queue.control().producer);
