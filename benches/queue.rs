@@ -43,7 +43,9 @@ struct Record {
 
 /// `make` and `seq` below are generic, not `fn` pointers, so that they inline as rtrb's
 /// loop does: an indirect call per value would be the harness's cost, not the queue's.
-fn shmsync_producer<T: shmsync::Pod>(make: impl Fn(u64) -> T) -> impl FnMut(u64, &mut dyn FnMut()) {
+fn shmsync_producer<T: shmsync::Pod + shmsync::ShmSafe>(
+    make: impl Fn(u64) -> T,
+) -> impl FnMut(u64, &mut dyn FnMut()) {
     let mut tx = spsc::Producer::<T>::open(&env("QUEUE")).unwrap();
     move |iters, ready| {
         ready();
@@ -120,7 +122,7 @@ fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
 }
 
 /// Pops `iters` values from a queue filled by `peer`, checking the order.
-fn pop_batch<T: shmsync::Pod>(
+fn pop_batch<T: shmsync::Pod + shmsync::ShmSafe>(
     peer: &mut Peer,
     rx: &mut spsc::Consumer<T>,
     iters: u64,

@@ -42,10 +42,10 @@ impl<T> Deref for CachePadded<T> {
 /// - changes after creation only through atomics or cells guarded by a cross-process
 ///   protocol (such as the raw primitives of this crate), never through plain fields.
 ///
-/// Every [`Pod`](bytemuck::Pod) type qualifies and implements it already. Structs of
-/// atomics (as below) and of this crate's raw primitives implement it by hand. (std's
-/// atomics cannot implement it directly: Rust's coherence rules forbid the impl next to
-/// the one for every `Pod` type. Wrap them in a `#[repr(C)]` struct.)
+/// The primitive numbers, arrays of `ShmSafe` types, this crate's raw primitives and every
+/// struct with `#[derive(shmsync::Pod)]` implement it already; the derive's tag is
+/// structural (see [`type_tag`](Self::type_tag)). Structs of atomics (as below) implement
+/// it by hand, as does a `Pod` type whose `Pod` comes from bytemuck's own derive.
 ///
 /// # Examples
 ///
@@ -62,19 +62,95 @@ impl<T> Deref for CachePadded<T> {
 /// ```
 pub unsafe trait ShmSafe: Sized {
     /// A number that tells this type apart from other types of the same size and
-    /// alignment, recorded at create and checked at open.
+    /// alignment, recorded at create and checked at open (a difference is
+    /// [`OpenError::LayoutMismatch`](crate::OpenError::LayoutMismatch)).
     ///
-    /// The default hashes [`std::any::type_name`], so both processes must name the type
-    /// by the same path: define shared layouts in one crate that both programs use.
-    /// Override it with a constant when the paths differ on purpose.
+    /// - `#[derive(shmsync::Pod)]` makes it **structural**: a hash of the struct's name
+    ///   and size and, for each field, its name, offset and the field type's own tag. The
+    ///   same struct declared in two crates gets the same tag; renaming, retyping or
+    ///   moving a field changes it. The module path plays no part.
+    /// - A primitive's tag hashes its name (`u64`); an array's combines its element's tag
+    ///   and its length.
+    /// - The default, for hand-written impls, hashes [`std::any::type_name`], which
+    ///   includes the module path: both programs must take the type from one crate.
+    ///
+    /// Override it with a constant to choose the identity yourself (a protocol's version
+    /// number, say):
+    ///
+    /// ```
+    /// #[repr(C)]
+    /// #[derive(Clone, Copy)]
+    /// struct Frame {
+    ///     seq: u64,
+    /// }
+    /// // SAFETY (all three): repr(C), one u64: plain data, every bit pattern valid.
+    /// unsafe impl shmsync::Zeroable for Frame {}
+    /// unsafe impl shmsync::Pod for Frame {}
+    /// unsafe impl shmsync::ShmSafe for Frame {
+    ///     fn type_tag() -> u64 {
+    ///         0x4652_414d_455f_0001 // "FRAME_", version 1
+    ///     }
+    /// }
+    /// ```
     fn type_tag() -> u64 {
         fnv1a(type_name::<Self>().as_bytes())
     }
 }
 
-// SAFETY: Pod types are valid for every bit pattern, have no pointers or interior
-// mutability, and bytemuck requires a fixed layout of them.
-unsafe impl<T: bytemuck::Pod> ShmSafe for T {}
+/// Implements `ShmSafe` for primitives, with the tag of their name (as the default).
+macro_rules! primitive_shm_safe {
+    ($($t:ty),*) => {
+        $(
+            // SAFETY: a primitive number: fixed layout, every bit pattern valid, no
+            // pointers.
+            unsafe impl ShmSafe for $t {}
+        )*
+    };
+}
+primitive_shm_safe!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
+
+// SAFETY: no bytes at all.
+unsafe impl ShmSafe for () {}
+
+// SAFETY: an array has its element's properties, element after element.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
+    fn type_tag() -> u64 {
+        Structure::new("[T; N]", N).field("T", 0, T::type_tag()).finish()
+    }
+}
+
+/// Builds a structural type tag, field by field: what `#[derive(shmsync::Pod)]` calls.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Structure(u64);
+
+impl Structure {
+    /// Starts the tag of the type `name` (without its module path) of `size` bytes.
+    pub fn new(name: &str, size: usize) -> Self {
+        Self(fnv1a(name.as_bytes())).mix(size as u64)
+    }
+
+    /// Adds the field `name` at `offset` whose type has the tag `tag`.
+    #[must_use]
+    pub fn field(self, name: &str, offset: usize, tag: u64) -> Self {
+        self.mix(fnv1a(name.as_bytes())).mix(offset as u64).mix(tag)
+    }
+
+    /// The tag.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+
+    /// FNV-1a over the eight bytes of `value`, continuing from the hash so far.
+    fn mix(self, value: u64) -> Self {
+        let mut hash = self.0;
+        for byte in value.to_le_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Self(hash)
+    }
+}
 
 /// 64-bit FNV-1a: tiny, stable across Rust versions (unlike `DefaultHasher`), and good
 /// enough to tell type names apart.

@@ -39,6 +39,56 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Element types of your own
+//!
+//! Queues, [`Value`] and [`Array`] hold plain data: any `#[repr(C)]` struct of numbers,
+//! arrays and other such structs, with one derive line (no other dependency needed):
+//!
+//! ```rust
+//! #[repr(C)]
+//! #[derive(Clone, Copy, Debug, shmsync::Pod, shmsync::Zeroable)]
+//! struct Tick {
+//!     seq: u64,
+//!     price: f64,
+//! }
+//! # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+//! # let name = format!("doc-tick-{}", std::process::id());
+//! let mut tx = shmsync::spsc::Producer::<Tick>::create_with(&name, 64, &opts)?;
+//! tx.try_push(Tick { seq: 1, price: 10.5 })?;
+//! # shmsync::spsc::Producer::<Tick>::unlink_with(&name, &opts)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The type is known by its structure, not its module path: the same struct declared in
+//! two programs opens the same queue, and a changed field (name, type or place) is
+//! [`OpenError::LayoutMismatch`] (see [`ShmSafe::type_tag`]). The derive refuses what
+//! cannot be plain data: a struct without `#[repr(C)]` (its layout could differ between
+//! builds), with padding (undefined bytes), or with a field that is not plain data.
+//!
+//! ```compile_fail
+//! #[repr(C)]
+//! #[derive(Clone, Copy, shmsync::Pod, shmsync::Zeroable)]
+//! struct Padded {
+//!     flag: u8, // 7 bytes of padding follow
+//!     value: u64,
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! #[derive(Clone, Copy, shmsync::Pod, shmsync::Zeroable)]
+//! struct NoRepr {
+//!     value: u64,
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! #[repr(C)]
+//! #[derive(Clone, Copy, shmsync::Pod, shmsync::Zeroable)]
+//! struct Borrowing {
+//!     name: &'static str,
+//! }
+//! ```
+//!
 //! # Example: your own layout in one segment
 //!
 //! [`Shared<T>`](Shared) puts a `#[repr(C)]` struct of your own (atomics, plain data and
@@ -127,11 +177,15 @@ mod values; // Shared<T>, Value<T>, Array<T>
 mod wake; // every door to the kernel's futex ABI
 
 pub use bytemuck;
+// The traits (type namespace) and the derives (macro namespace) share their names, as in
+// bytemuck; the derives are shmsync's, so that they need no bytemuck in the user's crate.
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{
     ChunkError, LayoutProperty, LockError, LockResult, OpenError, PopError, PushError, RecvError,
     ReleaseError, SendError, TryLockError,
 };
+#[doc(hidden)]
+pub use layout::Structure as __derive_Structure;
 pub use layout::{ObjectKind, ShmSafe};
 pub use named::{Condition, Event, Lock, Semaphore};
 #[cfg(not(loom))]
@@ -140,4 +194,5 @@ pub use raw::LockGuard;
 #[cfg(not(loom))]
 pub use rings::{mpmc, spsc};
 pub use segment::{Options, SegmentInfo};
+pub use shmsync_derive::{Pod, Zeroable};
 pub use values::{Array, ArrayGuard, Shared, Value};

@@ -22,25 +22,25 @@ use crate::raw::{LockGuard, RawLock};
 /// assert_eq!(bids.lock().unwrap()[2], 7);
 /// ```
 #[repr(C)]
-pub struct Mutex<T: bytemuck::Pod> {
+pub struct Mutex<T: bytemuck::Pod + crate::ShmSafe> {
     lock: RawLock,
     data: UnsafeCell<T>,
 }
 
 // SAFETY: repr(C) of a RawLock (ShmSafe) and a Pod value (valid for every bit pattern, no
 // pointers); the value changes only under the lock.
-unsafe impl<T: bytemuck::Pod> crate::ShmSafe for Mutex<T> {
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe> crate::ShmSafe for Mutex<T> {
     fn type_tag() -> u64 {
         crate::layout::fnv1a(b"shmsync::raw::Mutex/1") ^ T::type_tag().rotate_left(17)
     }
 }
 
 // SAFETY: the data is only reached through a guard, which holds the lock.
-unsafe impl<T: bytemuck::Pod + Send> Sync for Mutex<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Sync for Mutex<T> {}
 // SAFETY: as above.
-unsafe impl<T: bytemuck::Pod + Send> Send for Mutex<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Mutex<T> {}
 
-impl<T: bytemuck::Pod> Mutex<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Mutex<T> {
     /// An unlocked mutex holding `value`.
     pub fn new(value: T) -> Self {
         Self { lock: RawLock::new(), data: UnsafeCell::new(value) }
@@ -106,13 +106,13 @@ impl<T: bytemuck::Pod> Mutex<T> {
     }
 }
 
-impl<T: bytemuck::Pod + Default> Default for Mutex<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe + Default> Default for Mutex<T> {
     fn default() -> Self {
         Self::new(T::default())
     }
 }
 
-impl<T: bytemuck::Pod> std::fmt::Debug for Mutex<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mutex").field("lock", &self.lock).finish_non_exhaustive()
     }
@@ -120,12 +120,12 @@ impl<T: bytemuck::Pod> std::fmt::Debug for Mutex<T> {
 
 /// Access to the data of a [`Mutex`]; unlocks when dropped.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct MutexGuard<'a, T: bytemuck::Pod> {
+pub struct MutexGuard<'a, T: bytemuck::Pod + crate::ShmSafe> {
     guard: LockGuard<'a>,
     data: &'a UnsafeCell<T>,
 }
 
-impl<T: bytemuck::Pod> MutexGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> MutexGuard<'_, T> {
     /// Declares the data repaired after an owner's death; see
     /// [`LockGuard::mark_consistent`].
     pub fn mark_consistent(&mut self) {
@@ -138,7 +138,7 @@ impl<T: bytemuck::Pod> MutexGuard<'_, T> {
     }
 }
 
-impl<T: bytemuck::Pod> Deref for MutexGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Deref for MutexGuard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
@@ -148,14 +148,14 @@ impl<T: bytemuck::Pod> Deref for MutexGuard<'_, T> {
     }
 }
 
-impl<T: bytemuck::Pod> DerefMut for MutexGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only access through us.
         self.data.with_mut(|p| unsafe { &mut *p })
     }
 }
 
-impl<T: bytemuck::Pod + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe + std::fmt::Debug> std::fmt::Debug for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MutexGuard")
             .field("data", &**self)

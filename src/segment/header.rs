@@ -40,7 +40,7 @@ pub(crate) const HEADER_LEN: usize = 128;
 /// `b"shmsync\0"`, little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"shmsync\0");
 /// Bumped on every incompatible change to the header or to any object's layout.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// `state` before the creator publishes (a fresh file is all zeros).
 pub(crate) const STATE_UNINIT: u32 = 0;
 /// `state` once the segment is ready. An unlikely bit pattern, so random bytes are
@@ -406,7 +406,7 @@ mod tests {
         use OpenError as E;
         let r = Ordering::Relaxed;
         assert!(matches!(damaged(|h| h.magic.store(1, r)), E::Corrupted));
-        assert!(matches!(damaged(|h| h.version.store(2, r)), E::VersionMismatch));
+        assert!(matches!(damaged(|h| h.version.store(LAYOUT_VERSION + 1, r)), E::VersionMismatch));
         assert!(matches!(damaged(|h| h.header_len.store(64, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.kind.store(99, r)), E::Corrupted));
         assert!(matches!(

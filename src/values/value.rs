@@ -29,11 +29,11 @@ use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 /// Value::<i64>::unlink_with(&name, &opts)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Value<T: bytemuck::Pod> {
+pub struct Value<T: bytemuck::Pod + crate::ShmSafe> {
     inner: Object<Mutex<T>>,
 }
 
-impl<T: bytemuck::Pod> Value<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Value<T> {
     constructors! {
         returns Self, what "value";
         /// Creates the value `name` in `/dev/shm`, holding `initial`.
@@ -123,7 +123,7 @@ impl<T: bytemuck::Pod> Value<T> {
     }
 }
 
-impl<T: bytemuck::Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe + std::fmt::Debug> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Value").field("name", &self.info().name()).finish_non_exhaustive()
     }
@@ -148,18 +148,18 @@ impl<T: bytemuck::Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 /// Array::<f64>::unlink_with(&name, &opts)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Array<T: bytemuck::Pod> {
+pub struct Array<T: bytemuck::Pod + crate::ShmSafe> {
     segment: Segment,
     len: usize,
     _holds: PhantomData<T>,
 }
 
 // SAFETY: like `Arc<raw::Mutex<[T]>>`: the elements are reached only under the lock.
-unsafe impl<T: bytemuck::Pod + Send> Send for Array<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Array<T> {}
 // SAFETY: as above.
-unsafe impl<T: bytemuck::Pod + Send> Sync for Array<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Sync for Array<T> {}
 
-impl<T: bytemuck::Pod> Array<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Array<T> {
     const ALIGN_FITS: () =
         assert!(align_of::<T>() <= 4096, "Array<T> supports alignments up to 4096");
 
@@ -277,7 +277,7 @@ impl<T: bytemuck::Pod> Array<T> {
     }
 }
 
-impl<T: bytemuck::Pod> std::fmt::Debug for Array<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Array").field("name", &self.info().name()).field("len", &self.len).finish()
     }
@@ -285,12 +285,12 @@ impl<T: bytemuck::Pod> std::fmt::Debug for Array<T> {
 
 /// The elements of a locked [`Array`]; unlocks when dropped.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T: bytemuck::Pod> {
+pub struct ArrayGuard<'a, T: bytemuck::Pod + crate::ShmSafe> {
     guard: LockGuard<'a>,
     array: &'a Array<T>,
 }
 
-impl<T: bytemuck::Pod> ArrayGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> ArrayGuard<'_, T> {
     /// Declares the elements repaired after an owner's death; see
     /// [`LockGuard::mark_consistent`].
     pub fn mark_consistent(&mut self) {
@@ -303,7 +303,7 @@ impl<T: bytemuck::Pod> ArrayGuard<'_, T> {
     }
 }
 
-impl<T: bytemuck::Pod> Deref for ArrayGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Deref for ArrayGuard<'_, T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
@@ -313,14 +313,14 @@ impl<T: bytemuck::Pod> Deref for ArrayGuard<'_, T> {
     }
 }
 
-impl<T: bytemuck::Pod> DerefMut for ArrayGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as in `deref`; `&mut self` makes this the only access through the guard.
         unsafe { std::slice::from_raw_parts_mut(self.array.elements().as_ptr(), self.array.len) }
     }
 }
 
-impl<T: bytemuck::Pod> std::fmt::Debug for ArrayGuard<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArrayGuard")
             .field("len", &self.array.len)

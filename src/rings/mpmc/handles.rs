@@ -117,11 +117,11 @@ struct Inner<T> {
 
 /// A handle on a multi-producer multi-consumer queue. Clone it to share it between
 /// threads; open the queue by name to share it between processes.
-pub struct Queue<T: bytemuck::Pod> {
+pub struct Queue<T: bytemuck::Pod + crate::ShmSafe> {
     inner: Arc<Inner<T>>,
 }
 
-impl<T: bytemuck::Pod> Clone for Queue<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Self { inner: Arc::clone(&self.inner) }
     }
@@ -129,11 +129,11 @@ impl<T: bytemuck::Pod> Clone for Queue<T> {
 
 // SAFETY: all shared state is reached through the ring's stamp protocol and atomics; the
 // member lock is held by the process's keeper thread, not by any handle's thread.
-unsafe impl<T: bytemuck::Pod + Send> Send for Inner<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Inner<T> {}
 // SAFETY: as above.
-unsafe impl<T: bytemuck::Pod + Send> Sync for Inner<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Sync for Inner<T> {}
 
-impl<T: bytemuck::Pod> Queue<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     const SLOTS_AT: usize = size_of::<Control>().next_multiple_of(align_of::<Slot<T>>());
 
     fn expected() -> Expected {
@@ -638,7 +638,7 @@ impl<T: bytemuck::Pod> Queue<T> {
     }
 }
 
-impl<T: bytemuck::Pod> std::fmt::Debug for Queue<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("name", &self.info().name())

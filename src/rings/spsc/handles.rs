@@ -34,7 +34,7 @@ struct Queue<T> {
     _holds: PhantomData<T>,
 }
 
-impl<T: bytemuck::Pod> Queue<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     const SLOTS_AT: usize = size_of::<Control>().next_multiple_of(align_of::<T>());
 
     fn expected() -> Expected {
@@ -97,7 +97,7 @@ impl<T: bytemuck::Pod> Queue<T> {
 /// What both ends share: the constructor family, peer awareness, capacity, info, Debug.
 macro_rules! queue_end_common {
     ($end:ident, $what:literal, $peer:ident, $peer_what:literal) => {
-        impl<T: bytemuck::Pod> $end<T> {
+        impl<T: bytemuck::Pod + crate::ShmSafe> $end<T> {
             constructors! {
                 returns Self, what "queue";
                 #[doc = concat!("Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded up to a power of two) and takes its ", $what, " role.")]
@@ -181,7 +181,7 @@ macro_rules! queue_end_common {
             }
         }
 
-        impl<T: bytemuck::Pod> std::fmt::Debug for $end<T> {
+        impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for $end<T> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($end))
                     .field("name", &self.info().name())
@@ -193,7 +193,7 @@ macro_rules! queue_end_common {
 }
 
 /// The producing end of an SPSC queue.
-pub struct Producer<T: bytemuck::Pod> {
+pub struct Producer<T: bytemuck::Pod + crate::ShmSafe> {
     // Field order is drop order: the role is released before the mapping goes.
     _claim: RoleClaim,
     writer: Writer<T>,
@@ -204,11 +204,11 @@ pub struct Producer<T: bytemuck::Pod> {
 
 // SAFETY: the handle owns the producing role; the mapping is shared memory usable from
 // any thread, and the role is held by the process's keeper, not by a thread.
-unsafe impl<T: bytemuck::Pod + Send> Send for Producer<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Producer<T> {}
 
 queue_end_common!(Producer, "producer", consumer, "consumer");
 
-impl<T: bytemuck::Pod> Producer<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
         let (claim, _) = unsafe { queue.control().producer.claim() }
@@ -351,12 +351,12 @@ impl<T: bytemuck::Pod> Producer<T> {
 /// Free slots lent by [`Producer::write_chunk`], to fill in place. Dropping it publishes
 /// nothing.
 #[derive(Debug)]
-pub struct WriteChunk<'a, T: bytemuck::Pod> {
+pub struct WriteChunk<'a, T: bytemuck::Pod + crate::ShmSafe> {
     producer: &'a mut Producer<T>,
     n: usize,
 }
 
-impl<T: bytemuck::Pod> WriteChunk<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> WriteChunk<'_, T> {
     /// The slots, as two slices: up to the end of the ring, then from its start (often
     /// empty). They hold whatever was there before: overwrite what you commit.
     pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
@@ -397,7 +397,7 @@ impl<T: bytemuck::Pod> WriteChunk<'_, T> {
 }
 
 /// The consuming end of an SPSC queue.
-pub struct Consumer<T: bytemuck::Pod> {
+pub struct Consumer<T: bytemuck::Pod + crate::ShmSafe> {
     _claim: RoleClaim,
     reader: Reader<T>,
     /// The producer's side of the control block, looked up once: every pop reads it.
@@ -406,11 +406,11 @@ pub struct Consumer<T: bytemuck::Pod> {
 }
 
 // SAFETY: as for `Producer`.
-unsafe impl<T: bytemuck::Pod + Send> Send for Consumer<T> {}
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Consumer<T> {}
 
 queue_end_common!(Consumer, "consumer", producer, "producer");
 
-impl<T: bytemuck::Pod> Consumer<T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> Consumer<T> {
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
         let (claim, _) = unsafe { queue.control().consumer.claim() }
@@ -558,12 +558,12 @@ impl<T: bytemuck::Pod> Consumer<T> {
 /// The values are read straight from shared memory: a hostile producer could change
 /// them while you look. Copy them out first if that matters.
 #[derive(Debug)]
-pub struct ReadChunk<'a, T: bytemuck::Pod> {
+pub struct ReadChunk<'a, T: bytemuck::Pod + crate::ShmSafe> {
     consumer: &'a mut Consumer<T>,
     n: usize,
 }
 
-impl<T: bytemuck::Pod> ReadChunk<'_, T> {
+impl<T: bytemuck::Pod + crate::ShmSafe> ReadChunk<'_, T> {
     /// The values, as two slices: up to the end of the ring, then from its start.
     pub fn as_slices(&mut self) -> (&[T], &[T]) {
         match self.consumer.reader.slots(self.n) {
