@@ -103,6 +103,22 @@ pub enum OpenError {
 }
 
 /// The part of a segment's layout that a [`OpenError::LayoutMismatch`] found different.
+/// # Examples
+///
+/// ```
+/// use shmsync::{Array, LayoutProperty, OpenError};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "layoutprop", std::process::id());
+/// let _v = Array::<u64>::create_with(&name, 7, &opts)?;
+/// match Array::<u32>::open_with(&name, &opts) {
+///     Err(OpenError::LayoutMismatch { property, .. }) => {
+///         assert_eq!(property, LayoutProperty::ElementSize)
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Array::<u64>::unlink_with(&name, &opts)?;
+/// # Ok::<(), OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LayoutProperty {
@@ -239,6 +255,23 @@ pub type LockResult<G> = Result<G, LockError<G>>;
 /// the caller of `OwnerDied` **holds** the lock: it may repair the protected state and call
 /// `mark_consistent` on the guard, or drop the guard to declare the state lost, which makes
 /// the lock [`NotRecoverable`](LockError::NotRecoverable) for everyone.
+/// # Examples
+///
+/// ```
+/// use shmsync::{Lock, LockError};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "lockerror", std::process::id());
+/// let lock = Lock::create_with(&name, &opts)?;
+/// match lock.lock() {
+///     Ok(guard) => drop(guard),
+///     // The previous owner died holding it: repair, then declare the state consistent.
+///     Err(LockError::OwnerDied(mut guard)) => guard.mark_consistent(),
+///     Err(LockError::NotRecoverable) => panic!("an earlier death was never repaired"),
+///     Err(_) => unreachable!(),
+/// }
+/// # Lock::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[non_exhaustive]
 pub enum LockError<G> {
     /// The previous owner died (its process was killed or its thread exited) while
@@ -249,6 +282,22 @@ pub enum LockError<G> {
 }
 
 /// Why a `try_lock` form did not return a plain guard.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{Lock, TryLockError};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "trylockerror", std::process::id());
+/// let lock = Lock::create_with(&name, &opts)?;
+/// let held = lock.lock().unwrap();
+/// // Held (here by ourselves): the timed form gives up.
+/// assert!(matches!(lock.try_lock_for(Duration::from_millis(5)), Err(TryLockError::WouldBlock)));
+/// drop(held);
+/// assert!(lock.try_lock().is_ok());
+/// # Lock::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[non_exhaustive]
 pub enum TryLockError<G> {
     /// Another owner holds the lock (for the timed forms: for the whole timeout).
@@ -349,6 +398,19 @@ impl<G> std::error::Error for LockError<G> {}
 impl<G> std::error::Error for TryLockError<G> {}
 
 /// Why a semaphore `release` failed.
+/// # Examples
+///
+/// ```
+/// use shmsync::{ReleaseError, Semaphore};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "releaseerror", std::process::id());
+/// let slots = Semaphore::create_bounded_with(&name, 1, 1, &opts)?;
+/// assert_eq!(slots.release(), Err(ReleaseError::Overflow)); // already at its bound
+/// assert!(slots.try_acquire());
+/// assert_eq!(slots.release(), Ok(()));
+/// # Semaphore::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReleaseError {
@@ -368,6 +430,24 @@ impl fmt::Display for ReleaseError {
 impl std::error::Error for ReleaseError {}
 
 /// Why a push did not enqueue its value; every variant hands the value back.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{PushError, spsc};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "pusherror", std::process::id());
+/// let mut tx = spsc::Producer::<u32>::create_with(&name, 1, &opts)?;
+/// let rx = spsc::Consumer::<u32>::open_with(&name, &opts)?;
+/// tx.try_push(1).unwrap();
+/// // The value comes back with the error, so nothing is lost.
+/// assert_eq!(tx.try_push(2), Err(PushError::Full(2)));
+/// assert_eq!(tx.push_timeout(2, Duration::from_millis(5)), Err(PushError::Timeout(2)));
+/// drop(rx); // the consumer leaves
+/// assert_eq!(tx.try_push(2), Err(PushError::Disconnected(2)));
+/// # spsc::Producer::<u32>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PushError<T> {
@@ -418,6 +498,24 @@ impl<T> fmt::Display for PushError<T> {
 impl<T> std::error::Error for PushError<T> {}
 
 /// Why a pop returned no value.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{PopError, spsc};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "poperror", std::process::id());
+/// let mut tx = spsc::Producer::<u32>::create_with(&name, 4, &opts)?;
+/// let mut rx = spsc::Consumer::<u32>::open_with(&name, &opts)?;
+/// assert_eq!(rx.try_pop(), Err(PopError::Empty));
+/// assert_eq!(rx.pop_timeout(Duration::from_millis(5)), Err(PopError::Timeout));
+/// tx.try_push(9).unwrap();
+/// drop(tx); // the producer leaves: what it sent is still delivered
+/// assert_eq!(rx.try_pop(), Ok(9));
+/// assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+/// # spsc::Producer::<u32>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PopError {
@@ -447,6 +545,19 @@ impl fmt::Display for PopError {
 impl std::error::Error for PopError {}
 
 /// Why a zero-copy chunk could not be had.
+/// # Examples
+///
+/// ```
+/// use shmsync::{ChunkError, spsc};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "chunkerror", std::process::id());
+/// let mut tx = spsc::Producer::<u8>::create_with(&name, 4, &opts)?;
+/// let _rx = spsc::Consumer::<u8>::open_with(&name, &opts)?;
+/// assert!(matches!(tx.write_chunk(5), Err(ChunkError::TooFewSlots)));
+/// assert!(tx.write_chunk(4).is_ok());
+/// # spsc::Producer::<u8>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChunkError {
@@ -472,6 +583,24 @@ impl fmt::Display for ChunkError {
 impl std::error::Error for ChunkError {}
 
 /// Why a [`Connection`](crate::Connection) did not send a message.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{Pipe, SendError};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "senderror", std::process::id());
+/// let mut a = Pipe::create_with(&name, 4096, &opts)?;
+/// let b = Pipe::open_with(&name, &opts)?;
+/// let too_big = vec![0u8; a.max_message() + 1];
+/// assert_eq!(a.send(&too_big), Err(SendError::TooLarge));
+/// while a.send_timeout(b"fill", Duration::from_millis(1)).is_ok() {} // nobody reads
+/// assert_eq!(a.send_timeout(b"more", Duration::from_millis(5)), Err(SendError::Timeout));
+/// drop(b);
+/// assert_eq!(a.send(b"hello?"), Err(SendError::Disconnected));
+/// # Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -504,6 +633,24 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 /// Why a [`Connection`](crate::Connection) returned no message.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{Pipe, RecvError};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "recverror", std::process::id());
+/// let mut a = Pipe::create_with(&name, 4096, &opts)?;
+/// let mut b = Pipe::open_with(&name, &opts)?;
+/// assert!(matches!(a.try_recv(), Err(RecvError::Empty)));
+/// assert!(matches!(a.recv_timeout(Duration::from_millis(5)), Err(RecvError::Timeout)));
+/// b.send(b"last words").unwrap();
+/// drop(b);
+/// assert_eq!(&*a.recv().unwrap(), b"last words"); // delivered before Disconnected
+/// assert!(matches!(a.recv(), Err(RecvError::Disconnected)));
+/// # Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {

@@ -169,6 +169,23 @@ pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
 ///
 /// Opening a segment as the wrong kind fails with
 /// [`OpenError::KindMismatch`](crate::OpenError::KindMismatch).
+/// # Examples
+///
+/// ```
+/// use shmsync::{Lock, ObjectKind, OpenError, Semaphore};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "objectkind", std::process::id());
+/// let lock = Lock::create_with(&name, &opts)?;
+/// assert_eq!(lock.info().kind(), ObjectKind::Lock);
+/// match Semaphore::open_with(&name, &opts) {
+///     Err(OpenError::KindMismatch { expected, found, .. }) => {
+///         assert_eq!((expected, found), (ObjectKind::Semaphore, ObjectKind::Lock));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// # Lock::unlink_with(&name, &opts)?;
+/// # Ok::<(), OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ObjectKind {

@@ -96,6 +96,20 @@ fn initialise(mode: u32) -> impl FnOnce(NonNull<u8>) {
 ///
 /// [`Pipe::create`] hands out `A` and [`Pipe::open`] `B`; a one-way pipe carries messages
 /// from `B` to `A`.
+/// # Examples
+///
+/// ```
+/// use shmsync::{End, Pipe};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "end", std::process::id());
+/// let a = Pipe::create_with(&name, 4096, &opts)?;
+/// assert_eq!(a.end(), End::A);
+/// drop(a); // end A is free again: a restarted creator takes it back by name
+/// let a = Pipe::open_end_with(&name, End::A, &opts)?;
+/// assert_eq!((a.end(), a.generation()), (End::A, 2));
+/// # Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum End {
     /// The creator's end (the receiving end of a one-way pipe).
@@ -125,6 +139,23 @@ impl End {
 /// `capacity` is in bytes; each direction's ring is the smallest power of two that takes
 /// a message of `capacity / 2` bytes, so [`Connection::max_message`] is at least
 /// `capacity / 2` and [`Connection::capacity`] at least `capacity`.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::Pipe;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "pipe", std::process::id());
+/// let mut parent = Pipe::create_with(&name, 64 * 1024, &opts)?; // end A
+/// let mut child = Pipe::open_with(&name, &opts)?; // end B, usually in another process
+/// parent.send(b"ping")?;
+/// assert_eq!(&*child.recv_timeout(Duration::from_secs(1))?, b"ping");
+/// child.send(b"pong")?;
+/// assert_eq!(&*parent.recv()?, b"pong");
+/// # drop((parent, child));
+/// Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum Pipe {}
 
@@ -206,6 +237,29 @@ impl Pipe {
 /// Besides messages, a connection is a byte stream: [`io::Write`] sends each `write` as
 /// one message (or the part of it that fits), and [`io::Read`] reads across message
 /// boundaries, returning `Ok(0)` once the peer is gone and everything it sent was read.
+/// # Examples
+///
+/// Write a message in place, read it in place, or use the connection as a byte stream:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use shmsync::Pipe;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "connection", std::process::id());
+/// let mut a = Pipe::create_with(&name, 4096, &opts)?;
+/// let mut b = Pipe::open_with(&name, &opts)?;
+/// a.send_with(5, |buf| buf.copy_from_slice(b"hello"))?; // zero-copy
+/// let msg = b.recv()?;
+/// assert_eq!(&*msg, b"hello");
+/// drop(msg); // releases the bytes to the sender
+/// a.write_all(b"stream")?;
+/// let mut got = [0u8; 6];
+/// b.read_exact(&mut got)?;
+/// assert_eq!(&got, b"stream");
+/// # drop((a, b));
+/// # Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Connection {
     // Field order is drop order: the end is released before the mapping goes.
     _claim: RoleClaim,
@@ -654,6 +708,23 @@ impl std::fmt::Debug for Connection {
 ///
 /// Its bytes are shared memory: an honest peer leaves them alone until the message is
 /// dropped; a dishonest one may change them under you (see the module docs).
+/// # Examples
+///
+/// ```
+/// use shmsync::Pipe;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "message", std::process::id());
+/// let mut a = Pipe::create_with(&name, 4096, &opts)?;
+/// let mut b = Pipe::open_with(&name, &opts)?;
+/// a.send(b"in place")?;
+/// let msg = b.recv()?; // borrows the ring: no copy
+/// assert_eq!(msg.len(), 8);
+/// assert!(msg.starts_with(b"in"));
+/// # drop(msg);
+/// # drop((a, b));
+/// # Pipe::unlink_with(&name, &opts)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Message<'a> {
     conn: &'a mut Connection,
     frame: Frame,

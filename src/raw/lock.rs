@@ -407,6 +407,18 @@ impl std::fmt::Debug for RawLock {
 ///
 /// A guard cannot be sent to another thread: the kernel tracks the lock as the holding
 /// thread's, and unlocking from another thread would corrupt that thread's robust list.
+/// # Examples
+///
+/// ```
+/// use shmsync::raw::RawLock;
+///
+/// let lock = RawLock::new();
+/// {
+///     let _guard = lock.lock().unwrap();
+///     assert!(lock.is_locked());
+/// } // dropping the guard unlocks
+/// assert!(!lock.is_locked());
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a RawLock,

@@ -119,6 +119,15 @@ impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for Mutex<T> {
 }
 
 /// Access to the data of a [`Mutex`]; unlocks when dropped.
+/// # Examples
+///
+/// ```
+/// use shmsync::raw::Mutex;
+///
+/// let counter = Mutex::new(41u64);
+/// *counter.lock().unwrap() += 1; // the guard derefs to the value
+/// assert_eq!(*counter.lock().unwrap(), 42);
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: bytemuck::Pod + crate::ShmSafe> {
     guard: LockGuard<'a>,

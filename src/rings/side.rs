@@ -7,6 +7,19 @@
 //! claimed again. A side that finds nothing to do sleeps on its doorbell *and* on the
 //! other side's role word (`futex_waitv`), so the kernel wakes it when the other side's
 //! process dies, not only when the other side rings.
+//!
+//! # States of an end
+//!
+//! | role word (a [`RawLock`](crate::raw::RawLock)) | `attached` | the end is |
+//! |---|---|---|
+//! | 0 | 0 | never taken: the peer's blocking calls wait, and never say `Disconnected` |
+//! | a keeper's tid | `g >= 1` | held by the `g`-th handle to claim it (`is_connected`) |
+//! | 0 or `OWNER_DIED` | `g >= 1` | gone: dropped or died (`gone`); claimable again, as `g + 1` |
+//! | `WAITERS` raised | any | as above, and a peer sleeps on the word ([`RawLock::announce_waiter`](crate::raw::RawLock)): the release or the death wakes it |
+//!
+//! `attached` is written only by the role's holder, after it took the role, and a claim
+//! wakes it (for `wait_connected`). The doorbell's own states are in
+//! [`doorbell`](super::doorbell).
 
 use std::time::Duration;
 

@@ -31,6 +31,21 @@ pub use options::Options;
 ///
 /// Every named object exposes one, for logging and for tools that tell one incarnation
 /// of a name from the next.
+/// # Examples
+///
+/// ```
+/// use shmsync::{Event, ObjectKind};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "segmentinfo", std::process::id());
+/// let a = Event::create_with(&name, &opts)?;
+/// let b = Event::open_with(&name, &opts)?;
+/// let info = b.info();
+/// assert_eq!((info.name(), info.kind()), (name.as_str(), ObjectKind::Event));
+/// assert_eq!(info.instance_id(), a.info().instance_id()); // one object
+/// assert_eq!(info.creator_pid(), std::process::id());
+/// # Event::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
     name: String,

@@ -284,6 +284,22 @@ impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for Array<T> {
 }
 
 /// The elements of a locked [`Array`]; unlocks when dropped.
+/// # Examples
+///
+/// ```
+/// use shmsync::Array;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "arrayguard", std::process::id());
+/// let grid = Array::<f64>::create_with(&name, 4, &opts)?;
+/// {
+///     let mut cells = grid.lock().unwrap(); // derefs to [f64]
+///     cells[1] = 2.5;
+///     cells[3] = cells[1] * 2.0;
+/// }
+/// assert_eq!(*grid.lock().unwrap(), [0.0, 2.5, 0.0, 5.0]);
+/// # Array::<f64>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: bytemuck::Pod + crate::ShmSafe> {
     guard: LockGuard<'a>,

@@ -117,6 +117,36 @@ struct Inner<T> {
 
 /// A handle on a multi-producer multi-consumer queue. Clone it to share it between
 /// threads; open the queue by name to share it between processes.
+/// # Examples
+///
+/// Workers in other processes open the queue by name; here, threads stand in for them:
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::mpmc;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "queue", std::process::id());
+/// let jobs = mpmc::Queue::<u64>::create_with(&name, 1024, &opts)?;
+/// let workers: Vec<_> = (0..2)
+///     .map(|_| {
+///         let jobs = jobs.clone(); // or mpmc::Queue::open_with(&name, &opts) elsewhere
+///         std::thread::spawn(move || {
+///             let mut sum = 0;
+///             while let Ok(job) = jobs.pop_timeout(Duration::from_millis(200)) {
+///                 sum += job;
+///             }
+///             sum
+///         })
+///     })
+///     .collect();
+/// for job in 1..=100 {
+///     jobs.push_timeout(job, Duration::from_secs(5)).unwrap();
+/// }
+/// let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+/// assert_eq!(total, 5050);
+/// # mpmc::Queue::<u64>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 pub struct Queue<T: bytemuck::Pod + crate::ShmSafe> {
     inner: Arc<Inner<T>>,
 }

@@ -2,7 +2,7 @@
 //!
 //! Any number of [`Queue`] handles, in any number of processes, push and pop `T: Pod`
 //! values through a bounded ring with per-slot stamps (Vyukov's algorithm, see
-//! `src/queue/mpmc_ring.rs`). Handles are `Clone`; a handle blocks only when the ring is
+//! `src/rings/mpmc/ring.rs`). Handles are `Clone`; a handle blocks only when the ring is
 //! full (push) or empty (pop), and is woken by the side that changes that.
 //!
 //! `Disconnected` means that no other handle is alive any more and that one was alive

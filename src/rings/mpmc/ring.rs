@@ -11,7 +11,7 @@
 //! | `pos + capacity` | consumed: free for position `pos + capacity`, one lap later |
 //!
 //! A claim that is never finished (its process was killed) is finished by others, once
-//! the caller (`src/mpmc.rs`) knows the claimant is dead: a producer's claimed but
+//! the caller (`src/rings/mpmc/`) knows the claimant is dead: a producer's claimed but
 //! unpublished position is stepped over once it is the oldest
 //! ([`skip_abandoned`](Ring::skip_abandoned)); a consumer's claimed but unreleased slot is
 //! released once a producer needs it ([`release_abandoned`](Ring::release_abandoned)).

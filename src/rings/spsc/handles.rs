@@ -193,6 +193,22 @@ macro_rules! queue_end_common {
 }
 
 /// The producing end of an SPSC queue.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::spsc;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "producer", std::process::id());
+/// let mut tx = spsc::Producer::<u64>::create_with(&name, 64, &opts)?;
+/// let mut rx = spsc::Consumer::<u64>::open_with(&name, &opts)?; // usually another process
+/// tx.push(1).unwrap(); // blocks only while full
+/// tx.push_timeout(2, Duration::from_secs(1)).unwrap();
+/// assert_eq!((rx.pop().unwrap(), rx.pop().unwrap()), (1, 2));
+/// # drop((tx, rx));
+/// # spsc::Producer::<u64>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 pub struct Producer<T: bytemuck::Pod + crate::ShmSafe> {
     // Field order is drop order: the role is released before the mapping goes.
     _claim: RoleClaim,
@@ -350,6 +366,25 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
 
 /// Free slots lent by [`Producer::write_chunk`], to fill in place. Dropping it publishes
 /// nothing.
+/// # Examples
+///
+/// ```
+/// use shmsync::spsc;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "writechunk", std::process::id());
+/// let mut tx = spsc::Producer::<u32>::create_with(&name, 8, &opts)?;
+/// let mut rx = spsc::Consumer::<u32>::open_with(&name, &opts)?;
+/// let mut chunk = tx.write_chunk(3).unwrap();
+/// let (first, second) = chunk.as_mut_slices(); // two parts around the ring's end
+/// for (i, slot) in first.iter_mut().chain(second).enumerate() {
+///     *slot = i as u32 * 10;
+/// }
+/// chunk.commit_all(); // published at once
+/// assert_eq!([rx.pop().unwrap(), rx.pop().unwrap(), rx.pop().unwrap()], [0, 10, 20]);
+/// # drop((tx, rx));
+/// # spsc::Producer::<u32>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Debug)]
 pub struct WriteChunk<'a, T: bytemuck::Pod + crate::ShmSafe> {
     producer: &'a mut Producer<T>,
@@ -397,6 +432,23 @@ impl<T: bytemuck::Pod + crate::ShmSafe> WriteChunk<'_, T> {
 }
 
 /// The consuming end of an SPSC queue.
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use shmsync::{PopError, spsc};
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "consumer", std::process::id());
+/// let mut rx = spsc::Consumer::<u64>::create_with(&name, 64, &opts)?; // either end may create
+/// let mut tx = spsc::Producer::<u64>::open_with(&name, &opts)?;
+/// tx.try_push(7).unwrap();
+/// assert_eq!(rx.pop_timeout(Duration::from_secs(1)), Ok(7));
+/// let soon = Instant::now() + Duration::from_millis(5);
+/// assert_eq!(rx.pop_deadline(soon), Err(PopError::Timeout));
+/// # drop((tx, rx));
+/// # spsc::Consumer::<u64>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 pub struct Consumer<T: bytemuck::Pod + crate::ShmSafe> {
     _claim: RoleClaim,
     reader: Reader<T>,
@@ -557,6 +609,27 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Consumer<T> {
 ///
 /// The values are read straight from shared memory: a hostile producer could change
 /// them while you look. Copy them out first if that matters.
+/// # Examples
+///
+/// ```
+/// use shmsync::spsc;
+/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
+/// # let name = format!("doc-{}-{}", "readchunk", std::process::id());
+/// let mut tx = spsc::Producer::<u32>::create_with(&name, 8, &opts)?;
+/// let mut rx = spsc::Consumer::<u32>::open_with(&name, &opts)?;
+/// for v in [1, 2, 3] {
+///     tx.try_push(v).unwrap();
+/// }
+/// let mut chunk = rx.read_chunk(3).unwrap();
+/// let (first, second) = chunk.as_slices(); // read in place
+/// let sum: u32 = first.iter().chain(second).sum();
+/// chunk.commit(2); // release the first two; the third stays
+/// assert_eq!(sum, 6);
+/// assert_eq!(rx.pop(), Ok(3));
+/// # drop((tx, rx));
+/// # spsc::Producer::<u32>::unlink_with(&name, &opts)?;
+/// # Ok::<(), shmsync::OpenError>(())
+/// ```
 #[derive(Debug)]
 pub struct ReadChunk<'a, T: bytemuck::Pod + crate::ShmSafe> {
     consumer: &'a mut Consumer<T>,

@@ -170,6 +170,8 @@ impl<T: Copy> Writer<T> {
     /// Publishes the next `n` slots, written in place by the caller.
     fn publish(&mut self, n: u64) {
         self.tail = self.tail.wrapping_add(n);
+        // Only slots seen free are published: the ring never holds more than capacity.
+        debug_assert!(self.tail.wrapping_sub(self.head_seen) <= self.ring.capacity);
         // Release pairs with the Acquire in `Reader::available`: the slot contents are
         // visible before the position that announces them.
         self.ring.indices().tail.store(self.tail, Ordering::Release);
@@ -215,6 +217,7 @@ impl<T> RingMemory<T> {
     /// after wrapping to the start).
     #[cfg(not(loom))]
     fn split(&self, position: u64, n: usize) -> (usize, usize, usize) {
+        debug_assert!(n as u64 <= self.capacity, "a split of more slots than the ring has");
         let start = (position & (self.capacity - 1)) as usize;
         let first = n.min(self.capacity as usize - start);
         (start, first, n - first)
@@ -278,6 +281,8 @@ impl<T: Copy> Reader<T> {
     /// Frees the next `n` slots for the producer.
     fn release(&mut self, n: u64) {
         self.head = self.head.wrapping_add(n);
+        // Only elements seen published are released: head never passes the tail.
+        debug_assert!(self.tail_seen.wrapping_sub(self.head) <= self.ring.capacity);
         // Release pairs with the Acquire in `Writer::free`: our reads of the slots happen
         // before the producer may overwrite them.
         self.ring.indices().head.store(self.head, Ordering::Release);
