@@ -124,7 +124,6 @@ impl Doorbell {
 mod loom_tests {
     use super::*;
     use crate::loom::fence;
-    use std::ptr::NonNull;
     use std::sync::Arc;
 
     fn seq_cst() {
@@ -136,29 +135,17 @@ mod loom_tests {
     /// reports as a deadlock.
     #[test]
     fn a_sleeping_consumer_is_always_woken() {
-        use crate::rings::spsc::ring::{Indices, PopFailure, Reader, RingMemory, Writer};
+        use crate::rings::spsc::ring::PopFailure;
+        use crate::rings::spsc::ring::loom_tests::heap_ring;
         ::loom::model(|| {
-            let indices = Arc::new(Indices::default());
-            let slots: Arc<[crate::loom::UnsafeCell<u32>]> =
-                (0..2).map(|_| crate::loom::UnsafeCell::new(0)).collect();
+            let (mut w, mut r, memory) = heap_ring(2);
             let bell = Arc::new(Doorbell::default());
-            // SAFETY: the Arcs outlive both ends; capacity 2.
-            let memory = || unsafe {
-                RingMemory::new(
-                    NonNull::from(&*indices),
-                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
-                    2,
-                )
-            };
-            // SAFETY: one writer, one reader.
-            let (mut w, mut r) =
-                unsafe { (Writer::attach(memory()).unwrap(), Reader::attach(memory()).unwrap()) };
             let producer = {
-                let keep = (Arc::clone(&indices), Arc::clone(&slots), Arc::clone(&bell));
+                let keep = (memory.clone(), Arc::clone(&bell));
                 crate::loom::thread::spawn(move || {
                     for v in 1..=2u32 {
                         w.try_push(v).unwrap();
-                        keep.2.ring(seq_cst);
+                        keep.1.ring(seq_cst);
                     }
                 })
             };
@@ -185,26 +172,18 @@ mod loom_tests {
     #[test]
     fn sleeping_mpmc_consumers_are_always_woken() {
         use crate::loom::AtomicU64;
-        use crate::rings::mpmc::ring::{PopFailure, Positions, Ring, Slot};
+        use crate::rings::mpmc::ring::PopFailure;
+        use crate::rings::mpmc::ring::loom_tests::heap_ring;
         let mut builder = ::loom::model::Builder::new();
         builder.preemption_bound = Some(2);
         builder.check(|| {
-            let positions = Arc::new(Positions::default());
-            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
+            let (ring, memory) = heap_ring(2);
             let bell = Arc::new(Doorbell::default());
             // Values taken so far, by both consumers.
             let taken = Arc::new(AtomicU64::new(0));
-            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
-            let ring = unsafe {
-                Ring::new(
-                    NonNull::from(&*positions),
-                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
-                    2,
-                )
-            };
             let mut consumers = Vec::new();
             for _ in 0..2 {
-                let keep = (Arc::clone(&positions), Arc::clone(&slots));
+                let keep = memory.clone();
                 let (bell, taken) = (Arc::clone(&bell), Arc::clone(&taken));
                 consumers.push(crate::loom::thread::spawn(move || {
                     let _keep = keep;

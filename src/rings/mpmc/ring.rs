@@ -524,29 +524,40 @@ mod tests {
 /// Loom model: two producers and two consumers move every element exactly once, and no
 /// slot is read while written (loom checks the value cells).
 #[cfg(all(test, loom))]
-mod loom_tests {
+pub(crate) mod loom_tests {
     use super::*;
     use std::sync::Arc;
+
+    /// The heap memory behind a ring built by [`heap_ring`]: keep it while the ring lives.
+    pub(crate) type Keep = (Arc<Positions>, Arc<[Slot<u32>]>);
+
+    /// A ring of `capacity` `u32`s on the heap with its slots initialised, for loom
+    /// models, and the memory it points into.
+    pub(crate) fn heap_ring(capacity: u64) -> (Ring<u32>, Keep) {
+        let positions = Arc::new(Positions::default());
+        let slots: Arc<[Slot<u32>]> = (0..capacity).map(|i| Slot::new(i, 0)).collect();
+        // SAFETY: the caller keeps the Arcs (returned) for as long as the ring is used;
+        // `capacity` initialised slots, a power of two by the callers' choice.
+        let ring = unsafe {
+            Ring::new(
+                NonNull::from(&*positions),
+                NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
+                capacity,
+            )
+        };
+        (ring, (positions, slots))
+    }
 
     #[test]
     fn two_producers_two_consumers() {
         let mut builder = ::loom::model::Builder::new();
         builder.preemption_bound = Some(2);
         builder.check(|| {
-            let positions = Arc::new(Positions::default());
-            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
-            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
-            let ring = unsafe {
-                Ring::new(
-                    NonNull::from(&*positions),
-                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
-                    2,
-                )
-            };
+            let (ring, memory) = heap_ring(2);
             let taken = Arc::new(AtomicU64::new(0));
             let mut threads = Vec::new();
             for v in [1u32, 2] {
-                let keep = (Arc::clone(&positions), Arc::clone(&slots));
+                let keep = memory.clone();
                 threads.push(crate::loom::thread::spawn(move || {
                     let _keep = keep;
                     let mut v = v;
@@ -565,11 +576,11 @@ mod loom_tests {
                 assert_eq!(before & (1 << v), 0, "element {v} popped twice");
             };
             for _ in 0..2 {
-                let keep = (Arc::clone(&positions), Arc::clone(&slots), Arc::clone(&taken));
+                let keep = (memory.clone(), Arc::clone(&taken));
                 threads.push(crate::loom::thread::spawn(move || {
                     for _ in 0..2 {
                         match ring.try_pop() {
-                            Ok(v) => record(&keep.2, v),
+                            Ok(v) => record(&keep.1, v),
                             Err(PopFailure::Empty) => crate::loom::thread::yield_now(),
                             Err(PopFailure::Corrupted) => panic!("corrupted"),
                         }
@@ -599,21 +610,12 @@ mod loom_tests {
         let mut builder = ::loom::model::Builder::new();
         builder.preemption_bound = Some(2);
         builder.check(|| {
-            let positions = Arc::new(Positions::default());
-            let slots: Arc<[Slot<u32>]> = (0..2).map(|i| Slot::new(i, 0)).collect();
-            // SAFETY: the Arcs outlive every handle (each thread keeps clones).
-            let ring = unsafe {
-                Ring::new(
-                    NonNull::from(&*positions),
-                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
-                    2,
-                )
-            };
+            let (ring, memory) = heap_ring(2);
             ring.try_push(10).unwrap();
             ring.try_push(11).unwrap();
             // The dead consumer's claim of position 0: head moved, slot 0 never released.
-            positions.head.store(1, Ordering::Relaxed);
-            let keep = (Arc::clone(&positions), Arc::clone(&slots));
+            memory.0.head.store(1, Ordering::Relaxed);
+            let keep = memory.clone();
             let producer = crate::loom::thread::spawn(move || {
                 let _keep = keep;
                 for v in [12u32, 13] {

@@ -479,27 +479,37 @@ mod tests {
 /// Loom model: whatever the interleaving, the consumer sees every element once, in order,
 /// and never reads a slot the producer is writing (loom checks the slot cells).
 #[cfg(all(test, loom))]
-mod loom_tests {
+pub(crate) mod loom_tests {
     use super::*;
     use std::sync::Arc;
+
+    /// The heap memory behind a ring built by [`heap_ring`]: keep it while the ends live.
+    pub(crate) type Keep = (Arc<Indices>, Arc<[UnsafeCell<u32>]>);
+
+    /// A ring of `capacity` `u32`s on the heap, for loom models: its two ends and the
+    /// memory they point into.
+    pub(crate) fn heap_ring(capacity: u64) -> (Writer<u32>, Reader<u32>, Keep) {
+        let indices = Arc::new(Indices::default());
+        let slots: Arc<[UnsafeCell<u32>]> = (0..capacity).map(|_| UnsafeCell::new(0)).collect();
+        // SAFETY: the caller keeps the Arcs (returned) for as long as the ends live;
+        // `capacity` slots.
+        let memory = || unsafe {
+            RingMemory::new(
+                NonNull::from(&*indices),
+                NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
+                capacity,
+            )
+        };
+        // SAFETY: one writer, one reader.
+        let (w, r) =
+            unsafe { (Writer::attach(memory()).unwrap(), Reader::attach(memory()).unwrap()) };
+        (w, r, (indices, slots))
+    }
 
     #[test]
     fn push_pop_across_threads() {
         ::loom::model(|| {
-            let indices = Arc::new(Indices::default());
-            let slots: Arc<[UnsafeCell<u32>]> = (0..2).map(|_| UnsafeCell::new(0)).collect();
-            // SAFETY: the Arcs outlive both ends (each thread holds clones); capacity 2.
-            let memory = || unsafe {
-                RingMemory::new(
-                    NonNull::from(&*indices),
-                    NonNull::new(slots.as_ptr().cast_mut()).unwrap(),
-                    2,
-                )
-            };
-            // SAFETY: one writer, one reader.
-            let (mut w, mut r) =
-                unsafe { (Writer::attach(memory()).unwrap(), Reader::attach(memory()).unwrap()) };
-            let keep = (Arc::clone(&indices), Arc::clone(&slots));
+            let (mut w, mut r, keep) = heap_ring(2);
             let producer = crate::loom::thread::spawn(move || {
                 let _keep = keep;
                 for v in 1..=3u32 {
