@@ -170,6 +170,8 @@ mod loom; // the one door to std's atomics and cells (swapped for loom's in mode
 mod named; // Lock, Event, Condition, Semaphore: one raw primitive in one segment
 #[cfg(not(loom))] // built on mapped memory only; its byte ring is loom-checked
 mod pipe; // Pipe, Connection, Message and their byte ring
+#[cfg(not(loom))] // processes: nothing for a model to check
+pub mod process; // Process and Pool: functions run in child processes
 pub mod raw; // the algorithms, over memory the caller provides
 mod rings; // the ring queues: layout rule, wait loop, doorbell, two-party sides, keeper
 mod segment; // named segments: names, header, options, the typed-object plumbing
@@ -190,6 +192,8 @@ pub use layout::{ObjectKind, ShmSafe};
 pub use named::{Condition, Event, Lock, Semaphore};
 #[cfg(not(loom))]
 pub use pipe::{Connection, End, Message, Pipe};
+#[cfg(not(loom))]
+pub use process::{Pool, PoolError, Process, ProcessError};
 pub use raw::LockGuard;
 #[cfg(not(loom))]
 pub use rings::{mpmc, spsc};

@@ -201,19 +201,7 @@ impl Segment {
         // After the create, so the umask (which only applies to open's mode) cannot
         // change the bits the caller asked for.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(opts.mode))?;
-        reserve(&fd, placement.segment_len)?;
-        let memory = map(&fd, placement.segment_len)?;
-        let base = memory.base();
-
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned (so aligned for
-        // Header), zero-filled (a valid Header: all atomics), and lives as long as
-        // `memory`; openers do not touch it before `publish`.
-        let header = unsafe { &*base.as_ptr().cast::<Header>() };
-        header.initialise(spec, &placement, current_pid(), new_instance_id());
-        let v = header.validate(placement.segment_len, &spec.expected)?;
-        // SAFETY: `validate` checked payload_offset + payload_len <= segment_len.
-        init(unsafe { base.add(v.payload_offset) });
-        header.publish();
+        let (memory, v) = fill(&fd, spec, &placement, init)?;
         undo.disarm();
 
         Ok(Self::assemble(memory, name, path, spec.expected.kind, v, placement.segment_len))
@@ -319,6 +307,49 @@ impl Segment {
         rustix::fs::unlink(opts.path_of(name)).map_err(|e| OpenError::from(e).named(name))
     }
 
+    /// Creates an unnamed segment in a memfd: nothing in any directory, gone when the last
+    /// descriptor and mapping are. Other processes get it by inheriting the returned
+    /// descriptor (see [`open_fd`](Self::open_fd)); `label` names it in errors and in
+    /// `/proc/<pid>/fd`. The size is sealed, so no holder can shrink it under the others.
+    pub(crate) fn create_anonymous(
+        label: &str,
+        spec: &Spec,
+        init: impl FnOnce(NonNull<u8>),
+    ) -> Result<(Self, OwnedFd), OpenError> {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        let placement = spec.placement()?;
+        let fd = rustix::fs::memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let (memory, v) = fill(&fd, spec, &placement, init)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let segment =
+            Self::assemble(memory, label, path, spec.expected.kind, v, placement.segment_len);
+        Ok((segment, fd))
+    }
+
+    /// Maps the segment behind an inherited descriptor (made by
+    /// [`create_anonymous`](Self::create_anonymous) in another process) and validates it
+    /// against `want`, as `open` does for a named one.
+    pub(crate) fn open_fd(fd: &OwnedFd, label: &str, want: &Expected) -> Result<Self, OpenError> {
+        let stat = rustix::fs::fstat(fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(OpenError::Corrupted);
+        }
+        let len = u64::try_from(stat.st_size).map_err(|_| OpenError::Corrupted)?;
+        if len < HEADER_LEN as u64 || len > MAX_SEGMENT_LEN {
+            return Err(OpenError::Corrupted);
+        }
+        let memory = map(fd, len)?;
+        // SAFETY: as in `open`: `len >= HEADER_LEN` mapped bytes, every bit pattern valid.
+        let header = unsafe { &*memory.base().as_ptr().cast::<Header>() };
+        if header.state() != State::Ready {
+            return Err(OpenError::Corrupted);
+        }
+        let v = header.validate(len, want).map_err(|e| e.named(label))?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(Self::assemble(memory, label, path, want.kind, v, len))
+    }
+
     /// A private segment on the heap, made by the same steps as `create`: for unit tests
     /// under Miri, which cannot map files.
     #[cfg(all(test, not(loom)))]
@@ -422,6 +453,29 @@ fn reserve(fd: &OwnedFd, len: u64) -> Result<(), OpenError> {
         Err(Errno::OPNOTSUPP) => rustix::fs::ftruncate(fd, len).map_err(OpenError::from),
         Err(e) => Err(OpenError::from(e)),
     }
+}
+
+/// Sizes the new, empty file `fd` for `placement`, maps it, writes the header, runs
+/// `init` on the payload and publishes: the steps every creator takes.
+fn fill(
+    fd: &OwnedFd,
+    spec: &Spec,
+    placement: &header::Placement,
+    init: impl FnOnce(NonNull<u8>),
+) -> Result<(Memory, Validated), OpenError> {
+    reserve(fd, placement.segment_len)?;
+    let memory = map(fd, placement.segment_len)?;
+    let base = memory.base();
+    // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned (so aligned for
+    // Header), zero-filled (a valid Header: all atomics), and lives as long as `memory`;
+    // openers do not touch it before `publish`.
+    let header = unsafe { &*base.as_ptr().cast::<Header>() };
+    header.initialise(spec, placement, current_pid(), new_instance_id());
+    let v = header.validate(placement.segment_len, &spec.expected)?;
+    // SAFETY: `validate` checked payload_offset + payload_len <= segment_len.
+    init(unsafe { base.add(v.payload_offset) });
+    header.publish();
+    Ok((memory, v))
 }
 
 /// Maps `len` bytes of the file shared and read-write, with page tables populated so the

@@ -230,6 +230,23 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             Self::attach(Segment::open_or_create(name, &spec, opts, Self::initialise(spec.capacity))?)
         };
     }
+    /// An unnamed queue in a memfd segment: the descriptor hands it to child processes,
+    /// which open it with [`open_fd`](Self::open_fd).
+    pub(crate) fn create_anonymous(
+        label: &str,
+        capacity: usize,
+    ) -> Result<(Self, std::os::fd::OwnedFd), OpenError> {
+        let spec = Self::layout().spec(capacity)?;
+        let (segment, fd) =
+            Segment::create_anonymous(label, &spec, Self::initialise(spec.capacity))?;
+        Ok((Self::attach(segment)?, fd))
+    }
+
+    /// Opens the unnamed queue behind an inherited descriptor.
+    pub(crate) fn open_fd(fd: &std::os::fd::OwnedFd, label: &str) -> Result<Self, OpenError> {
+        Self::attach(Segment::open_fd(fd, label, &Self::expected())?)
+    }
+
     /// Checks the segment, claims a member slot for this process and builds the handle.
     fn attach(segment: Segment) -> Result<Self, OpenError> {
         let capacity = Self::layout().capacity_of(&segment)?;

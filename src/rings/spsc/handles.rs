@@ -225,6 +225,18 @@ unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Producer<T> {}
 queue_end_common!(Producer, "producer", consumer, "consumer");
 
 impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
+    /// An unnamed queue (a memfd segment) with this end taken: the descriptor hands the
+    /// queue to a child process, which opens the consumer's end with
+    /// [`Consumer::open_fd`].
+    pub(crate) fn create_anonymous(
+        label: &str,
+        capacity: usize,
+    ) -> Result<(Self, std::os::fd::OwnedFd), OpenError> {
+        let spec = Queue::<T>::layout().spec(capacity)?;
+        let (segment, fd) = Segment::create_anonymous(label, &spec, |_| {})?;
+        Ok((Self::attach(Queue::adopt(segment)?)?, fd))
+    }
+
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
         let (claim, _) = unsafe { queue.control().producer.claim() }
@@ -463,6 +475,12 @@ unsafe impl<T: bytemuck::Pod + crate::ShmSafe + Send> Send for Consumer<T> {}
 queue_end_common!(Consumer, "consumer", producer, "producer");
 
 impl<T: bytemuck::Pod + crate::ShmSafe> Consumer<T> {
+    /// Takes the consumer's end of the unnamed queue behind an inherited descriptor
+    /// ([`Producer::create_anonymous`]).
+    pub(crate) fn open_fd(fd: &std::os::fd::OwnedFd, label: &str) -> Result<Self, OpenError> {
+        Self::attach(Queue::adopt(Segment::open_fd(fd, label, &Queue::<T>::expected())?)?)
+    }
+
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
         // SAFETY: the claim is dropped before the mapping (field order of the handle).
         let (claim, _) = unsafe { queue.control().consumer.claim() }
