@@ -110,7 +110,8 @@ fn a_worker_killed_mid_task_fails_that_task_and_the_pool_goes_on() {
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     let noticed = killed.elapsed();
-    assert!(noticed < Duration::from_secs(2), "noticed after {noticed:?}");
+    eprintln!("WorkerDied noticed {noticed:?} after the SIGKILL");
+    assert!(noticed < Duration::from_secs(1), "noticed after {noticed:?}");
     // Replaced, and usable.
     let items: Vec<u64> = (0..1000).collect();
     assert_eq!(pool.map(square, &items).unwrap()[999], 998_001);

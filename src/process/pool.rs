@@ -32,7 +32,7 @@ use crate::{PopError, mpmc, spsc};
 const CELL_BYTES: usize = 4056;
 /// Cells a worker holds at most: one running, one waiting, so it never idles between
 /// two.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 8;
 /// How long a collector waits for a result before it looks at the workers again.
 const COLLECT_SLICE: Duration = Duration::from_millis(2);
 /// The longest panic message a result carries.
@@ -73,8 +73,10 @@ unsafe impl crate::ShmSafe for Cell {
     }
 }
 
-/// `Cell::kind` of a result whose items each carry an outcome.
+/// `Cell::kind` of a result whose items each carry an outcome tag (some panicked).
 const DONE: u32 = 1;
+/// `Cell::kind` of a result of plain results, one per item: none panicked.
+const DONE_PLAIN: u32 = 4;
 /// `Cell::kind`: the worker could not decode the items.
 const BAD_INPUT: u32 = 2;
 /// `Cell::kind`: the results did not fit in a cell.
@@ -150,12 +152,16 @@ impl std::error::Error for PoolError {
     }
 }
 
-/// What a call receives for each of its tasks.
-type Answer = (u64, Result<Cell, PoolError>);
+/// What a call receives for each of its tasks: the task and its `Outcomes<R>`, decoded
+/// by whoever collected it (so only a pointer crosses between threads).
+type Answer = (u64, Box<dyn std::any::Any + Send>);
 
-/// One task's answer as a call sees it: the task's index in the call and each item's
-/// outcome.
-type Chunk<R> = (usize, Vec<Result<R, PoolError>>);
+/// Decodes a task's answer into its call's `Outcomes<R>`.
+type Decoder = fn(Result<Cell, PoolError>, &Range<usize>) -> Box<dyn std::any::Any + Send>;
+
+/// One task's answer as a call sees it: the task's index in the call and its items'
+/// outcomes.
+type Chunk<R> = (usize, Outcomes<R>);
 
 /// The chunk runner, in a worker.
 ///
@@ -166,25 +172,41 @@ unsafe fn run_chunk<A: Transfer, R: Transfer>(func: usize, task: &Cell, out: &mu
     // SAFETY: the caller's contract.
     let f: fn(A) -> R = unsafe { std::mem::transmute_copy::<usize, fn(A) -> R>(&func) };
     let input = &task.bytes[..(task.len as usize).min(CELL_BYTES)];
-    let mut bytes = Vec::with_capacity(CELL_BYTES);
-    let mut at = 0;
-    for i in 0..task.count as usize {
-        let Some((item, used)) = A::decode(&input[at..]) else {
-            out.kind = BAD_INPUT;
-            return;
-        };
-        at += used;
-        match catch_unwind(AssertUnwindSafe(|| f(item))) {
-            Ok(result) => {
-                bytes.push(ITEM_OK);
-                result.encode(&mut bytes);
+    let count = task.count as usize;
+    let Some(items) = A::decode_all(input, count) else {
+        out.kind = BAD_INPUT;
+        return;
+    };
+    // Run them all under one catch_unwind; a panic costs only its own item, and the
+    // run resumes after it.
+    let mut results: Vec<R> = Vec::with_capacity(count);
+    let mut panics: Vec<(usize, String)> = Vec::new();
+    let mut items = items.into_iter();
+    loop {
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            for item in items.by_ref() {
+                results.push(f(item));
             }
-            Err(payload) => {
-                // What the items after this one need at most, so a message never
-                // crowds out results.
-                let rest = (task.count as usize - i - 1) * (1 + R::MAX_LEN.unwrap_or(0));
+        }));
+        match ran {
+            Ok(()) => break,
+            Err(payload) => panics.push((results.len() + panics.len(), panic_message(&*payload))),
+        }
+    }
+    let mut bytes = Vec::with_capacity(CELL_BYTES);
+    if panics.is_empty() {
+        R::encode_all(&results, &mut bytes);
+        out.kind = DONE_PLAIN;
+    } else {
+        let mut results = results.into_iter();
+        let mut panics = panics.into_iter().peekable();
+        for index in 0..count {
+            if panics.peek().is_some_and(|(at, _)| *at == index) {
+                let Some((_, message)) = panics.next() else { break };
+                // What the items after this one need at most, so a message never crowds
+                // out results.
+                let rest = (count - index - 1) * (1 + R::MAX_LEN.unwrap_or(0));
                 let room = CELL_BYTES.saturating_sub(bytes.len() + rest + 3);
-                let message = panic_message(&*payload);
                 let mut cut = message.len().min(MESSAGE_MAX).min(room);
                 while !message.is_char_boundary(cut) {
                     cut -= 1;
@@ -192,8 +214,12 @@ unsafe fn run_chunk<A: Transfer, R: Transfer>(func: usize, task: &Cell, out: &mu
                 bytes.push(ITEM_PANICKED);
                 bytes.extend_from_slice(&(cut as u16).to_le_bytes());
                 bytes.extend_from_slice(&message.as_bytes()[..cut]);
+            } else if let Some(result) = results.next() {
+                bytes.push(ITEM_OK);
+                result.encode(&mut bytes);
             }
         }
+        out.kind = DONE;
     }
     if bytes.len() > CELL_BYTES {
         out.kind = TOO_LARGE;
@@ -202,7 +228,6 @@ unsafe fn run_chunk<A: Transfer, R: Transfer>(func: usize, task: &Cell, out: &mu
     out.bytes[..bytes.len()].copy_from_slice(&bytes);
     out.len = bytes.len() as u32;
     out.count = task.count;
-    out.kind = DONE;
 }
 
 type ChunkRunner = unsafe fn(func: usize, task: &Cell, out: &mut Cell);
@@ -276,6 +301,14 @@ struct Route {
     answer: Sender<Answer>,
     /// The call's items this task holds.
     items: Range<usize>,
+    decode: Decoder,
+}
+
+impl Route {
+    /// Decodes `outcome` for the call and sends it (a call that gave up is no error).
+    fn answer(self, task: u64, outcome: Result<Cell, PoolError>) {
+        let _ = self.answer.send((task, (self.decode)(outcome, &self.items)));
+    }
 }
 
 struct State {
@@ -428,8 +461,9 @@ impl Inner {
     fn start_worker(&self, state: &mut State) -> Result<Worker, PoolError> {
         let id = state.next_worker;
         state.next_worker += 1;
-        let (tasks, task_fd) = spsc::Producer::<Cell>::create_anonymous("shmsync-pool-tasks", 4)
-            .map_err(|e| PoolError::Spawn(io::Error::other(e)))?;
+        let (tasks, task_fd) =
+            spsc::Producer::<Cell>::create_anonymous("shmsync-pool-tasks", IN_FLIGHT)
+                .map_err(|e| PoolError::Spawn(io::Error::other(e)))?;
         let fds = [task_fd.as_raw_fd(), self.results_fd.as_raw_fd()];
         let init = self.config.initializer.map_or(0, child::address);
         let entry: Entry = worker_main;
@@ -457,6 +491,7 @@ impl Inner {
         &self,
         cells: Vec<(Cell, Range<usize>)>,
         answer: &Sender<Answer>,
+        decode: Decoder,
     ) -> Result<Range<u64>, PoolError> {
         let mut state = self.lock();
         if state.closed || state.terminated {
@@ -466,7 +501,7 @@ impl Inner {
         for (mut cell, items) in cells {
             cell.task = state.next_task;
             state.next_task += 1;
-            state.routes.insert(cell.task, Route { answer: answer.clone(), items });
+            state.routes.insert(cell.task, Route { answer: answer.clone(), items, decode });
             state.pending.push_back(cell);
         }
         let last = state.next_task;
@@ -555,11 +590,14 @@ impl Inner {
                 worker.retiring = true;
             }
         }
-        if let Some(route) = state.routes.remove(&cell.task) {
-            let _ = route.answer.send((cell.task, Ok(cell)));
-        }
+        let route = state.routes.remove(&cell.task);
         self.retire_idle(&mut state);
         self.dispatch(&mut state);
+        drop(state);
+        // Decoded outside the lock: the workers' next cells went out first.
+        if let Some(route) = route {
+            route.answer(cell.task, Ok(cell));
+        }
     }
 
     /// Replaces retiring workers that hold nothing any more.
@@ -603,7 +641,7 @@ impl Inner {
                 if let Some(route) = state.routes.remove(task) {
                     let error =
                         PoolError::WorkerDied { items: route.items.clone(), pid: worker.pid };
-                    let _ = route.answer.send((*task, Err(error)));
+                    route.answer(*task, Err(error));
                 }
             }
             let finished = state.terminated || (state.closed && state.pending.is_empty());
@@ -640,7 +678,7 @@ impl Inner {
         }
         state.pending.clear();
         for (task, route) in state.routes.drain() {
-            let _ = route.answer.send((task, Err(PoolError::Closed)));
+            route.answer(task, Err(PoolError::Closed));
         }
     }
 }
@@ -653,92 +691,128 @@ fn pack<A: Transfer + Clone, R: Transfer>(
 ) -> Result<Vec<(Cell, Range<usize>)>, PoolError> {
     let runner: ChunkRunner = run_chunk::<A, R>;
     let (entry, func) = (child::offset_of(runner as usize), child::offset_of(child::address(f)));
-    // Each item's result, with its outcome tag, must fit too.
-    let per_result = R::MAX_LEN.map(|m| m + 1);
-    let chunk = match per_result {
-        Some(r) => chunk.min(CELL_BYTES / r).max(1),
+    // Each item's result must fit too, with its outcome tag in case one panics.
+    let mut chunk = match R::MAX_LEN {
+        Some(r) => chunk.min(CELL_BYTES / (r + 1)).max(1),
         None => 1,
     };
-    let mut cells = Vec::new();
-    let mut bytes = Vec::new();
-    let mut start = 0;
-    let fresh = |entry, func| {
-        let mut c: Cell = bytemuck::Zeroable::zeroed();
-        c.entry = entry;
-        c.func = func;
-        c
-    };
-    let mut cell = fresh(entry, func);
-    for (i, item) in items.iter().enumerate() {
-        bytes.clear();
-        item.encode(&mut bytes);
-        if bytes.len() > CELL_BYTES {
-            return Err(PoolError::TooLarge { index: i });
-        }
-        let full = cell.count as usize == chunk || cell.len as usize + bytes.len() > CELL_BYTES;
-        if full && cell.count > 0 {
-            cells.push((cell, start..i));
-            cell = fresh(entry, func);
-            start = i;
-        }
-        let at = cell.len as usize;
-        cell.bytes[at..at + bytes.len()].copy_from_slice(&bytes);
-        cell.len += bytes.len() as u32;
-        cell.count += 1;
+    if let Some(a) = A::MAX_LEN.filter(|&a| a > 0) {
+        chunk = chunk.min(CELL_BYTES / a).max(1);
     }
-    if cell.count > 0 {
-        cells.push((cell, start..items.len()));
+    let mut cells = Vec::with_capacity(items.len().div_ceil(chunk));
+    let mut bytes = Vec::with_capacity(CELL_BYTES);
+    let mut start = 0;
+    while start < items.len() {
+        let end = (start + chunk).min(items.len());
+        bytes.clear();
+        A::encode_all(&items[start..end], &mut bytes);
+        if bytes.len() > CELL_BYTES {
+            // Only variable-size items (one per cell) get here.
+            return Err(PoolError::TooLarge { index: start });
+        }
+        let mut cell: Cell = bytemuck::Zeroable::zeroed();
+        cell.entry = entry;
+        cell.func = func;
+        cell.count = (end - start) as u32;
+        cell.len = bytes.len() as u32;
+        cell.bytes[..bytes.len()].copy_from_slice(&bytes);
+        cells.push((cell, start..end));
+        start = end;
     }
     Ok(cells)
 }
 
-/// The outcomes of a result cell for the items `items`: each a result or the item's
-/// panic.
-fn unpack<R: Transfer>(
-    answer: Result<Cell, PoolError>,
-    items: &Range<usize>,
-) -> Vec<Result<R, PoolError>> {
-    let cell = match answer {
-        Ok(cell) => cell,
-        Err(e) => return vec![Err(e)],
-    };
-    if cell.kind != DONE || cell.count as usize != items.len() {
-        return vec![Err(PoolError::TooLarge { index: items.start })];
-    }
-    let bytes = &cell.bytes[..(cell.len as usize).min(CELL_BYTES)];
-    let mut out = Vec::with_capacity(items.len());
-    let mut at = 0;
-    for index in items.clone() {
-        let bad = || PoolError::TooLarge { index };
-        match bytes.get(at) {
-            Some(&ITEM_OK) => match R::decode(&bytes[at + 1..]) {
-                Some((r, used)) => {
-                    at += 1 + used;
-                    out.push(Ok(r));
-                }
-                None => {
-                    out.push(Err(bad()));
-                    break;
-                }
-            },
-            Some(&ITEM_PANICKED) => {
-                let len = bytes
-                    .get(at + 1..at + 3)
-                    .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-                let message = bytes
-                    .get(at + 3..at + 3 + len)
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                out.push(Err(PoolError::Panicked { index, message: message.into_owned() }));
-                at += 3 + len;
-            }
-            _ => {
-                out.push(Err(bad()));
-                break;
-            }
+/// What one task's answer holds for its items.
+enum Outcomes<R> {
+    /// Every item's result.
+    AllOk(Vec<R>),
+    /// Each item's result or error (some panicked, or the task failed as a whole).
+    Mixed(Vec<Result<R, PoolError>>),
+}
+
+impl<R> Outcomes<R> {
+    fn into_results(self) -> Vec<Result<R, PoolError>> {
+        match self {
+            Self::AllOk(v) => v.into_iter().map(Ok).collect(),
+            Self::Mixed(v) => v,
         }
     }
-    out
+}
+
+/// [`unpack`] for the call, every item accounted for: a task that failed as a whole
+/// fails each of its items alike.
+fn decode<R: Transfer>(
+    answer: Result<Cell, PoolError>,
+    items: &Range<usize>,
+) -> Box<dyn std::any::Any + Send> {
+    let outcomes = match unpack::<R>(answer, items) {
+        Outcomes::Mixed(mut v) => {
+            while v.len() < items.len() {
+                let again = match v.first() {
+                    Some(Err(PoolError::WorkerDied { items, pid })) => {
+                        PoolError::WorkerDied { items: items.clone(), pid: *pid }
+                    }
+                    Some(Err(PoolError::Closed)) => PoolError::Closed,
+                    _ => PoolError::TooLarge { index: items.start + v.len() },
+                };
+                v.push(Err(again));
+            }
+            Outcomes::Mixed(v)
+        }
+        all => all,
+    };
+    Box::new(outcomes)
+}
+
+/// The outcomes of a result cell for the items `items`.
+fn unpack<R: Transfer>(answer: Result<Cell, PoolError>, items: &Range<usize>) -> Outcomes<R> {
+    let cell = match answer {
+        Ok(cell) => cell,
+        Err(e) => return Outcomes::Mixed(vec![Err(e)]),
+    };
+    let bytes = &cell.bytes[..(cell.len as usize).min(CELL_BYTES)];
+    let too_large = || Outcomes::Mixed(vec![Err(PoolError::TooLarge { index: items.start })]);
+    if cell.count as usize != items.len() {
+        return too_large();
+    }
+    match cell.kind {
+        DONE_PLAIN => R::decode_all(bytes, items.len()).map_or_else(too_large, Outcomes::AllOk),
+        DONE => {
+            let mut out = Vec::with_capacity(items.len());
+            let mut at = 0;
+            for index in items.clone() {
+                match bytes.get(at) {
+                    Some(&ITEM_OK) => match R::decode(&bytes[at + 1..]) {
+                        Some((r, used)) => {
+                            at += 1 + used;
+                            out.push(Ok(r));
+                        }
+                        None => {
+                            out.push(Err(PoolError::TooLarge { index }));
+                            break;
+                        }
+                    },
+                    Some(&ITEM_PANICKED) => {
+                        let len = bytes
+                            .get(at + 1..at + 3)
+                            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+                        let message = bytes
+                            .get(at + 3..at + 3 + len)
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        out.push(Err(PoolError::Panicked { index, message: message.into_owned() }));
+                        at += 3 + len;
+                    }
+                    _ => {
+                        out.push(Err(PoolError::TooLarge { index }));
+                        break;
+                    }
+                }
+            }
+            Outcomes::Mixed(out)
+        }
+        _ => too_large(),
+    }
 }
 
 impl Pool {
@@ -784,7 +858,20 @@ impl Pool {
         f: fn(A) -> R,
         items: &[A],
     ) -> Result<Vec<R>, PoolError> {
-        self.imap(f, items)?.collect()
+        let mut stream = self.stream(f, items)?;
+        let mut chunks: Vec<Option<Vec<R>>> = (0..stream.ranges.len()).map(|_| None).collect();
+        while let Some(answer) = stream.next_chunk(None) {
+            let (chunk, outcomes) = answer?;
+            chunks[chunk] = Some(match outcomes {
+                Outcomes::AllOk(results) => results,
+                Outcomes::Mixed(results) => results.into_iter().collect::<Result<_, _>>()?,
+            });
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in chunks {
+            out.extend(chunk.ok_or(PoolError::Closed)?);
+        }
+        Ok(out)
     }
 
     /// `f` applied to every item, as a lazy iterator in the items' order that yields each
@@ -824,7 +911,7 @@ impl Pool {
         let cells = pack(f, items, self.chunk_for(items.len()))?;
         let ranges: Vec<Range<usize>> = cells.iter().map(|(_, r)| r.clone()).collect();
         let (answer, answers) = channel();
-        let tasks = self.inner.submit(cells, &answer)?;
+        let tasks = self.inner.submit(cells, &answer, decode::<R>)?;
         Ok(Stream {
             inner: Arc::clone(&self.inner),
             answers,
@@ -944,9 +1031,12 @@ impl<R: Transfer> Stream<R> {
                 let chunk = (task - self.tasks.start) as usize;
                 let items = self.ranges.get(chunk)?.clone();
                 self.left = self.left.saturating_sub(items.len());
-                let mut outcomes = unpack::<R>(answer, &items);
-                outcomes
-                    .resize_with(items.len(), || Err(PoolError::TooLarge { index: items.start }));
+                let outcomes = match answer.downcast::<Outcomes<R>>() {
+                    Ok(outcomes) => *outcomes,
+                    Err(_) => {
+                        Outcomes::Mixed(vec![Err(PoolError::TooLarge { index: items.start })])
+                    }
+                };
                 Some(Ok((chunk, outcomes)))
             }
             None if deadline.is_some_and(|d| Instant::now() >= d) => Some(Err(PoolError::Timeout)),
@@ -983,7 +1073,7 @@ impl<R: Transfer> Iterator for Imap<R> {
             }
             match self.stream.next_chunk(None)? {
                 Ok((chunk, outcomes)) => {
-                    self.parked.insert(chunk, outcomes.into_iter());
+                    self.parked.insert(chunk, outcomes.into_results().into_iter());
                 }
                 Err(e) => {
                     self.next = self.stream.ranges.len();
@@ -1011,8 +1101,8 @@ impl<R: Transfer> Iterator for ImapUnordered<R> {
             match self.stream.next_chunk(None)? {
                 Ok((chunk, outcomes)) => {
                     let start = self.stream.ranges[chunk].start;
-                    self.ready
-                        .extend(outcomes.into_iter().enumerate().map(|(i, o)| (start + i, o)));
+                    let outcomes = outcomes.into_results().into_iter().enumerate();
+                    self.ready.extend(outcomes.map(|(i, o)| (start + i, o)));
                 }
                 Err(e) => return Some(Err(e)),
             }
@@ -1030,7 +1120,7 @@ impl<R: Transfer> AsyncResult<R> {
     fn fetch(&mut self, deadline: Option<Instant>) {
         if self.value.is_none() {
             match self.stream.next_chunk(deadline) {
-                Some(Ok((_, mut outcomes))) => self.value = outcomes.pop(),
+                Some(Ok((_, outcomes))) => self.value = outcomes.into_results().pop(),
                 Some(Err(PoolError::Timeout)) => {}
                 Some(Err(e)) => self.value = Some(Err(e)),
                 None => {}

@@ -3,7 +3,7 @@
 /// A value that can be sent to a child process and back: every [`Pod`](bytemuck::Pod)
 /// type (copied as its bytes), and, with the `serde` feature, any `Serialize +
 /// DeserializeOwned` type wrapped in `Serde`.
-pub trait Transfer: Sized + 'static {
+pub trait Transfer: Sized + Send + 'static {
     /// The most bytes one value takes, if bounded: how many fit in a pool's task cell.
     #[doc(hidden)]
     const MAX_LEN: Option<usize>;
@@ -16,9 +16,30 @@ pub trait Transfer: Sized + 'static {
     /// bytes do not hold one (they come from another process: never trusted).
     #[doc(hidden)]
     fn decode(bytes: &[u8]) -> Option<(Self, usize)>;
+
+    /// Appends the encodings of `items`, one after the other.
+    #[doc(hidden)]
+    fn encode_all(items: &[Self], out: &mut Vec<u8>) {
+        for item in items {
+            item.encode(out);
+        }
+    }
+
+    /// Exactly `count` values that fill `bytes`, or `None`.
+    #[doc(hidden)]
+    fn decode_all(bytes: &[u8], count: usize) -> Option<Vec<Self>> {
+        let mut out = Vec::with_capacity(count);
+        let mut at = 0;
+        for _ in 0..count {
+            let (value, used) = Self::decode(&bytes[at..])?;
+            at += used;
+            out.push(value);
+        }
+        (at == bytes.len()).then_some(out)
+    }
 }
 
-impl<T: bytemuck::Pod> Transfer for T {
+impl<T: bytemuck::Pod + Send> Transfer for T {
     const MAX_LEN: Option<usize> = Some(size_of::<T>());
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -29,6 +50,19 @@ impl<T: bytemuck::Pod> Transfer for T {
         let size = size_of::<T>();
         let bytes = bytes.get(..size)?;
         Some((bytemuck::pod_read_unaligned(bytes), size))
+    }
+
+    // Plain data travels as one copy of the whole slice.
+    fn encode_all(items: &[Self], out: &mut Vec<u8>) {
+        out.extend_from_slice(bytemuck::cast_slice(items));
+    }
+
+    fn decode_all(bytes: &[u8], count: usize) -> Option<Vec<Self>> {
+        if size_of::<T>() == 0 {
+            return (bytes.is_empty()).then(|| vec![<T as bytemuck::Zeroable>::zeroed(); count]);
+        }
+        (bytes.len() == count.checked_mul(size_of::<T>())?)
+            .then(|| bytemuck::pod_collect_to_vec(bytes))
     }
 }
 
@@ -56,7 +90,7 @@ impl<T: bytemuck::Pod> Transfer for T {
 pub struct Serde<T>(pub T);
 
 #[cfg(feature = "serde")]
-impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Transfer for Serde<T> {
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Transfer for Serde<T> {
     const MAX_LEN: Option<usize> = None;
 
     fn encode(&self, out: &mut Vec<u8>) {

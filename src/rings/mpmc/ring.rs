@@ -163,7 +163,7 @@ impl<T: Copy> Ring<T> {
                 ) {
                     Ok(_) => {
                         // SAFETY: the stamp and our won claim make the slot ours alone.
-                        slot.value.with_mut(|p| unsafe { p.write_volatile(value) });
+                        slot.value.with_mut(|p| unsafe { p.write(value) });
                         // Release pairs with the consumer's Acquire of the stamp.
                         slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
                         return Ok(());
@@ -215,7 +215,7 @@ impl<T: Copy> Ring<T> {
                     Ok(_) => {
                         // SAFETY: the stamp and our won claim make the element ours alone;
                         // every bit pattern is a valid T.
-                        let value = slot.value.with(|p| unsafe { p.read_volatile() });
+                        let value = slot.value.with(|p| unsafe { p.read() });
                         // Release pairs with the next lap's producer's Acquire.
                         slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
                         return Ok(value);

@@ -162,7 +162,10 @@ impl<T: Copy> Writer<T> {
         }
         // SAFETY: the slot at `tail` is free (tail - head < capacity) and only the writer
         // writes free slots.
-        self.ring.slot(self.tail).with_mut(|p| unsafe { p.write_volatile(value) });
+        // A plain copy, as rtrb and crossbeam make: the protocol, not volatility, keeps
+        // the two sides apart, and a volatile copy of a large element is lowered to
+        // byte-sized moves.
+        self.ring.slot(self.tail).with_mut(|p| unsafe { p.write(value) });
         self.publish(1);
         Ok(())
     }
@@ -273,7 +276,7 @@ impl<T: Copy> Reader<T> {
         }
         // SAFETY: the slot at `head` holds an element (head < tail) that the writer will
         // not touch until we release it; every bit pattern is a valid T.
-        let value = self.ring.slot(self.head).with(|p| unsafe { p.read_volatile() });
+        let value = self.ring.slot(self.head).with(|p| unsafe { p.read() });
         self.release(1);
         Ok(value)
     }
