@@ -76,7 +76,7 @@ if __name__ == "__main__":
     mp.set_start_method("fork")
     data = list(range(items))
     with mp.Pool(2) as pool:
-        print("map", med(lambda: pool.map(square, data, chunksize=chunk), 5))
+        print("map", med(lambda: pool.map(square, data, chunksize=chunk), 11))
         print("apply", med(lambda: [pool.apply(trivial, (1,)) for _ in range(applies)], 3) / applies)
         print("busy_pool", med(lambda: pool.map(busy, [py_rounds] * tasks, chunksize=1), 3))
     print("busy_one", med(lambda: [busy(py_rounds) for _ in range(tasks)], 3))
@@ -137,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rounds, py_rounds) = calibrate();
     let pool = Pool::builder().processes(2).chunksize(CHUNK).build()?;
     let items: Vec<u64> = (0..ITEMS).collect();
-    let map = time(5, || assert_eq!(pool.map(square, &items).unwrap()[999], 998_001));
+    let map = time(11, || assert_eq!(pool.map(square, &items).unwrap()[999], 998_001));
     let apply = time(3, || {
         for _ in 0..APPLIES {
             assert_eq!(pool.apply(trivial, 1).unwrap(), 1);

@@ -296,6 +296,19 @@ struct Worker {
     retiring: bool,
 }
 
+/// A task not yet handed to a worker: where its items' bytes are. The cell is written
+/// straight into a worker's queue when it is handed out, so a call of a million items
+/// costs one copy of their bytes, not a cell each waiting in memory.
+struct Pending {
+    task: u64,
+    entry: u64,
+    func: u64,
+    count: u32,
+    /// The call's items, encoded one after the other.
+    data: Arc<Vec<u8>>,
+    bytes: Range<usize>,
+}
+
 /// A call's registration of one task: where its answer goes.
 struct Route {
     answer: Sender<Answer>,
@@ -315,7 +328,7 @@ struct State {
     workers: Vec<Worker>,
     /// Workers that were told to leave and have not yet been reaped.
     leaving: Vec<Child>,
-    pending: VecDeque<Cell>,
+    pending: VecDeque<Pending>,
     routes: HashMap<u64, Route>,
     next_task: u64,
     next_worker: u32,
@@ -489,7 +502,7 @@ impl Inner {
     /// `answer`, and hands out what the workers can take.
     fn submit(
         &self,
-        cells: Vec<(Cell, Range<usize>)>,
+        packed: Packed,
         answer: &Sender<Answer>,
         decode: Decoder,
     ) -> Result<Range<u64>, PoolError> {
@@ -498,11 +511,19 @@ impl Inner {
             return Err(PoolError::Closed);
         }
         let first = state.next_task;
-        for (mut cell, items) in cells {
-            cell.task = state.next_task;
+        for (bytes, items) in packed.tasks {
+            let task = state.next_task;
             state.next_task += 1;
-            state.routes.insert(cell.task, Route { answer: answer.clone(), items, decode });
-            state.pending.push_back(cell);
+            let count = items.len() as u32;
+            state.routes.insert(task, Route { answer: answer.clone(), items, decode });
+            state.pending.push_back(Pending {
+                task,
+                entry: packed.entry,
+                func: packed.func,
+                count,
+                data: Arc::clone(&packed.data),
+                bytes,
+            });
         }
         let last = state.next_task;
         self.dispatch(&mut state);
@@ -523,12 +544,25 @@ impl Inner {
             else {
                 return;
             };
-            let Some(cell) = state.pending.pop_front() else { return };
-            match worker.tasks.try_push(cell) {
-                Ok(()) => worker.in_flight.push(cell.task),
+            let Some(task) = state.pending.pop_front() else { return };
+            // Written in place in the worker's queue.
+            match worker.tasks.write_chunk(1) {
+                Ok(mut slot) => {
+                    let (first, _) = slot.as_mut_slices();
+                    let cell = &mut first[0];
+                    let bytes = &task.data[task.bytes.clone()];
+                    cell.task = task.task;
+                    cell.entry = task.entry;
+                    cell.func = task.func;
+                    cell.count = task.count;
+                    cell.len = bytes.len() as u32;
+                    cell.bytes[..bytes.len()].copy_from_slice(bytes);
+                    slot.commit_all();
+                    worker.in_flight.push(task.task);
+                }
                 Err(_) => {
                     // Full or gone: it is dead or dying; the next check replaces it.
-                    state.pending.push_front(cell);
+                    state.pending.push_front(task);
                     worker.retiring = true;
                 }
             }
@@ -683,12 +717,22 @@ impl Inner {
     }
 }
 
-/// Packs `items` into cells for `f`, `chunk` items at most per cell.
+/// A call's items, encoded, and how they split into tasks.
+struct Packed {
+    entry: u64,
+    func: u64,
+    data: Arc<Vec<u8>>,
+    /// Each task's bytes in `data` and items in the call.
+    tasks: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// Encodes `items` for `f` and splits them into tasks of `chunk` items at most, each
+/// fitting in a cell with its results.
 fn pack<A: Transfer + Clone, R: Transfer>(
     f: fn(A) -> R,
     items: &[A],
     chunk: usize,
-) -> Result<Vec<(Cell, Range<usize>)>, PoolError> {
+) -> Result<Packed, PoolError> {
     let runner: ChunkRunner = run_chunk::<A, R>;
     let (entry, func) = (child::offset_of(runner as usize), child::offset_of(child::address(f)));
     // Each item's result must fit too, with its outcome tag in case one panics.
@@ -696,30 +740,36 @@ fn pack<A: Transfer + Clone, R: Transfer>(
         Some(r) => chunk.min(CELL_BYTES / (r + 1)).max(1),
         None => 1,
     };
-    if let Some(a) = A::MAX_LEN.filter(|&a| a > 0) {
-        chunk = chunk.min(CELL_BYTES / a).max(1);
-    }
-    let mut cells = Vec::with_capacity(items.len().div_ceil(chunk));
-    let mut bytes = Vec::with_capacity(CELL_BYTES);
-    let mut start = 0;
-    while start < items.len() {
-        let end = (start + chunk).min(items.len());
-        bytes.clear();
-        A::encode_all(&items[start..end], &mut bytes);
-        if bytes.len() > CELL_BYTES {
-            // Only variable-size items (one per cell) get here.
-            return Err(PoolError::TooLarge { index: start });
+    let mut data = Vec::new();
+    let mut tasks = Vec::new();
+    match A::MAX_LEN {
+        // Fixed-size items: one copy of them all, then cut by size.
+        Some(a) => {
+            if let Some(fit) = CELL_BYTES.checked_div(a) {
+                chunk = chunk.min(fit).max(1);
+            }
+            A::encode_all(items, &mut data);
+            if data.len() != items.len() * a {
+                return Err(PoolError::TooLarge { index: 0 });
+            }
+            for start in (0..items.len()).step_by(chunk) {
+                let end = (start + chunk).min(items.len());
+                tasks.push((start * a..end * a, start..end));
+            }
         }
-        let mut cell: Cell = bytemuck::Zeroable::zeroed();
-        cell.entry = entry;
-        cell.func = func;
-        cell.count = (end - start) as u32;
-        cell.len = bytes.len() as u32;
-        cell.bytes[..bytes.len()].copy_from_slice(&bytes);
-        cells.push((cell, start..end));
-        start = end;
+        // Variable-size items: one per task.
+        None => {
+            for (i, item) in items.iter().enumerate() {
+                let at = data.len();
+                item.encode(&mut data);
+                if data.len() - at > CELL_BYTES {
+                    return Err(PoolError::TooLarge { index: i });
+                }
+                tasks.push((at..data.len(), i..i + 1));
+            }
+        }
     }
-    Ok(cells)
+    Ok(Packed { entry, func, data: Arc::new(data), tasks })
 }
 
 /// What one task's answer holds for its items.
@@ -908,10 +958,10 @@ impl Pool {
         f: fn(A) -> R,
         items: &[A],
     ) -> Result<Stream<R>, PoolError> {
-        let cells = pack(f, items, self.chunk_for(items.len()))?;
-        let ranges: Vec<Range<usize>> = cells.iter().map(|(_, r)| r.clone()).collect();
+        let packed = pack(f, items, self.chunk_for(items.len()))?;
+        let ranges: Vec<Range<usize>> = packed.tasks.iter().map(|(_, r)| r.clone()).collect();
         let (answer, answers) = channel();
-        let tasks = self.inner.submit(cells, &answer, decode::<R>)?;
+        let tasks = self.inner.submit(packed, &answer, decode::<R>)?;
         Ok(Stream {
             inner: Arc::clone(&self.inner),
             answers,
