@@ -143,6 +143,8 @@
 //!   processes, written and read in place, also an `io::Read`/`io::Write` byte stream.
 //! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
 //!   [`raw`] primitives.
+//! - [`Process`] and [`Pool`] ([`process`]): functions run in child processes, results
+//!   back; a worker killed mid-task fails only its task.
 //! - [`Options`], [`OpenError`], [`SegmentInfo`], [`ObjectKind`]: what every named
 //!   object shares.
 //!
