@@ -743,3 +743,109 @@ mod tests {
         assert_eq!(e.to_string(), "the end A of \"q\" is held by another live handle");
     }
 }
+
+/// A collection had no room: the value comes back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CapacityError<T> {
+    /// What did not fit (for `extend_from_slice`, how many values).
+    pub value: T,
+    /// The collection's capacity.
+    pub capacity: usize,
+}
+
+impl<T> CapacityError<T> {
+    /// The value that did not fit.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> fmt::Debug for CapacityError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CapacityError").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for CapacityError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the collection is full (capacity {})", self.capacity)
+    }
+}
+
+impl<T> std::error::Error for CapacityError<T> {}
+
+/// An index past the end of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexError {
+    /// The index asked for.
+    pub index: usize,
+    /// The list's length then.
+    pub len: usize,
+}
+
+impl fmt::Display for IndexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "index {} is out of range for a list of {} values", self.index, self.len)
+    }
+}
+
+impl std::error::Error for IndexError {}
+
+/// Why [`List::insert`](crate::List::insert) did not insert: the value comes back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InsertError<T> {
+    /// The list is full.
+    Full(T),
+    /// The index is past the end (`index > len`).
+    OutOfRange {
+        /// The value.
+        value: T,
+        /// The index asked for.
+        index: usize,
+        /// The list's length then.
+        len: usize,
+    },
+}
+
+impl<T> fmt::Debug for InsertError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::OutOfRange { index, len, .. } => f
+                .debug_struct("OutOfRange")
+                .field("index", index)
+                .field("len", len)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<T> fmt::Display for InsertError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("the list is full"),
+            Self::OutOfRange { index, len, .. } => {
+                write!(f, "cannot insert at {index} in a list of {len} values")
+            }
+        }
+    }
+}
+
+impl<T> std::error::Error for InsertError<T> {}
+
+/// A collection's shared state breaks one of its invariants: found by `check`, or by an
+/// operation that refused to act on it (a damaged or hostile segment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corrupted {
+    /// What is wrong.
+    pub what: String,
+}
+
+impl fmt::Display for Corrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the collection's shared state is corrupted: {}", self.what)
+    }
+}
+
+impl std::error::Error for Corrupted {}

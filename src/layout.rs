@@ -209,10 +209,12 @@ pub enum ObjectKind {
     Value,
     /// An array with its own lock.
     Array,
+    /// A list of plain values with a fixed capacity.
+    List,
 }
 
 impl ObjectKind {
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Shared,
         Self::Lock,
         Self::Event,
@@ -223,6 +225,7 @@ impl ObjectKind {
         Self::Pipe,
         Self::Value,
         Self::Array,
+        Self::List,
     ];
 
     /// The number stored in the header. Fixed forever: new kinds get new numbers.
@@ -238,6 +241,7 @@ impl ObjectKind {
             Self::Pipe => 8,
             Self::Value => 9,
             Self::Array => 10,
+            Self::List => 11,
         }
     }
 
@@ -260,6 +264,7 @@ impl fmt::Display for ObjectKind {
             Self::Pipe => "Pipe",
             Self::Value => "Value",
             Self::Array => "Array",
+            Self::List => "List",
         };
         f.write_str(name)
     }
@@ -289,7 +294,7 @@ mod tests {
         for kind in ObjectKind::ALL {
             assert_eq!(ObjectKind::from_code(kind.code()), Some(kind));
         }
-        for code in [0, 11, u32::MAX] {
+        for code in [0, 99, u32::MAX] {
             assert_eq!(ObjectKind::from_code(code), None);
         }
     }

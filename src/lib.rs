@@ -185,8 +185,8 @@ pub use bytemuck;
 // bytemuck; the derives are shmsync's, so that they need no bytemuck in the user's crate.
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{
-    ChunkError, LayoutProperty, LockError, LockResult, OpenError, PopError, PushError, RecvError,
-    ReleaseError, SendError, TryLockError,
+    CapacityError, ChunkError, Corrupted, IndexError, InsertError, LayoutProperty, LockError,
+    LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError, TryLockError,
 };
 #[doc(hidden)]
 pub use layout::Structure as __derive_Structure;
@@ -201,4 +201,4 @@ pub use raw::LockGuard;
 pub use rings::{mpmc, spsc};
 pub use segment::{Options, SegmentInfo};
 pub use shmsync_derive::{Pod, Zeroable};
-pub use values::{Array, ArrayGuard, Shared, Value};
+pub use values::{Array, ArrayGuard, FixedStr, FixedStrError, List, ListGuard, Shared, Value};

@@ -1,8 +1,12 @@
 //! Values in shared memory: [`Shared<T>`] (a layout of your own), and Python's `Value` and
 //! `Array` (plain data behind their own lock).
 
+mod fixed_str;
+mod list;
 mod shared;
 mod value;
 
+pub use fixed_str::{FixedStr, FixedStrError};
+pub use list::{List, ListGuard};
 pub use shared::Shared;
 pub use value::{Array, ArrayGuard, Value};

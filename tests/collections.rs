@@ -1,0 +1,214 @@
+//! `List` across real processes: exact contents under concurrent pushes, and consistency
+//! after any number of `kill -9`s mid-operation (`check` and the values).
+#![allow(clippy::disallowed_types)] // the shared harness counts with std atomics
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Remove, Rng, unique_name};
+use shmsync::process::{self, Process};
+use shmsync::{FixedStr, InsertError, List};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn list_name(tag: &str) -> String {
+    format!("shmsync-test-list-{tag}-{}", std::os::unix::process::parent_id())
+}
+
+/// A child: pushes 10,000 values tagged with its number.
+fn push_ten_thousand(who: u64) -> u64 {
+    let list = List::<u64>::open(&list_name("push")).unwrap();
+    for i in 0..10_000 {
+        list.push(who << 32 | i).unwrap();
+    }
+    who
+}
+
+#[test]
+fn four_processes_push_exactly_forty_thousand_values() {
+    let name = format!("shmsync-test-list-push-{}", std::process::id());
+    let _cleanup = Remove::shm(&name);
+    let list = List::<u64>::create(&name, 40_000).unwrap();
+    let children: Vec<_> =
+        (0..4).map(|who| Process::spawn(push_ten_thousand, who).unwrap()).collect();
+    for c in children {
+        c.join_timeout(LIMIT).unwrap();
+    }
+    let values = list.to_vec();
+    assert_eq!(values.len(), 40_000);
+    let distinct: HashSet<u64> = values.iter().copied().collect();
+    assert_eq!(distinct.len(), 40_000);
+    for who in 0..4u64 {
+        // Each process's values arrive in its own order.
+        let mine: Vec<u64> = values.iter().copied().filter(|v| v >> 32 == who).collect();
+        assert_eq!(mine, (0..10_000).map(|i| who << 32 | i).collect::<Vec<_>>());
+    }
+    // Full: the value comes back.
+    let err = list.push(7).unwrap_err();
+    assert_eq!((err.into_inner(), err.capacity), (7, 40_000));
+    assert!(matches!(list.insert(0, 8), Err(InsertError::Full(8))));
+    list.check().unwrap();
+}
+
+#[test]
+fn every_operation_keeps_order_and_bounds() {
+    let name = unique_name("list-ops");
+    let _cleanup = Remove::shm(&name);
+    let list = List::<FixedStr<8>>::create(&name, 5).unwrap();
+    let s = |t: &str| FixedStr::<8>::new(t).unwrap();
+    list.extend_from_slice(&[s("a"), s("b"), s("c")]).unwrap();
+    list.insert(1, s("x")).unwrap();
+    assert_eq!(list.to_vec(), [s("a"), s("x"), s("b"), s("c")]);
+    assert!(matches!(
+        list.insert(9, s("y")),
+        Err(InsertError::OutOfRange { index: 9, len: 4, .. })
+    ));
+    assert_eq!(list.set(0, s("A")).unwrap(), s("a"));
+    assert_eq!(list.set(4, s("z")).unwrap_err().len, 4);
+    assert_eq!(list.swap_remove(0), Some(s("A")));
+    assert_eq!(list.to_vec(), [s("c"), s("x"), s("b")]);
+    assert_eq!(list.remove(1), Some(s("x")));
+    assert_eq!(list.get(1), Some(s("b")));
+    assert_eq!(list.get(2), None);
+    assert_eq!(list.pop(), Some(s("b")));
+    assert_eq!(list.extend_from_slice(&[s("1"); 5]).unwrap_err().value, 5);
+    list.clear();
+    assert!(list.is_empty());
+    list.check().unwrap();
+}
+
+/// Permanent values: 1..=PERMANENT, each exactly once, always. Churn values have the top
+/// bit set.
+const PERMANENT: u64 = 100;
+const CHURN: u64 = 1 << 63;
+
+/// A child that changes the list at random until it is killed: inserts, removes, pushes,
+/// pops, sets and swap-removes churn values, moving the permanent ones around by the
+/// shifts, never removing them.
+fn churn(seed: u64) -> u64 {
+    let list = List::<u64>::open(&list_name("kill")).unwrap();
+    let started = shmsync::Value::<u64>::open(&list_name("kill-started")).unwrap();
+    started.store(seed);
+    let mut rng = Rng::new(seed);
+    let mut next = CHURN | (seed << 20);
+    loop {
+        let mut g = list.lock();
+        let len = g.len();
+        let at = if len == 0 { 0 } else { (rng.next_u64() as usize) % len };
+        match rng.next_u64() % 6 {
+            0 => {
+                next += 1;
+                let _ = g.insert(at, next);
+            }
+            1 if len > 0 && g[at] & CHURN != 0 => {
+                g.remove(at);
+            }
+            2 => {
+                next += 1;
+                let _ = g.push(next);
+            }
+            3 if len > 0 && g[len - 1] & CHURN != 0 => {
+                g.pop();
+            }
+            4 if len > 0 && g[at] & CHURN != 0 => {
+                next += 1;
+                let _ = g.set(at, next);
+            }
+            5 if len > 0 && g[at] & CHURN != 0 && g[len - 1] & CHURN != 0 => {
+                g.swap_remove(at);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_thousand_kills_mid_operation_leave_the_list_whole() {
+    let name = format!("shmsync-test-list-kill-{}", std::process::id());
+    let _cleanup = Remove::shm(&name);
+    let list = List::<u64>::create(&name, 400).unwrap();
+    list.extend_from_slice(&(1..=PERMANENT).collect::<Vec<_>>()).unwrap();
+    let started_name = format!("shmsync-test-list-kill-started-{}", std::process::id());
+    let _cleanup_started = Remove::shm(&started_name);
+    let started = shmsync::Value::<u64>::create(&started_name, 0).unwrap();
+    let mut rng = Rng::new(20261202);
+    let kills =
+        std::env::var("SHMSYNC_LIST_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(1000);
+    let mut changed = 0;
+    for round in 0..kills {
+        let before = list.to_vec();
+        let child = Process::spawn(churn, round as u64 + 1).unwrap();
+        // Kill it at a random instant once it is changing the list.
+        let deadline = std::time::Instant::now() + LIMIT;
+        while started.load() != round as u64 + 1 {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the child never started");
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % 2000));
+        child.kill();
+        assert!(child.join_timeout(LIMIT).is_err());
+        list.check().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let values = list.to_vec();
+        let permanent: Vec<u64> = {
+            let mut p: Vec<u64> = values.iter().copied().filter(|v| v & CHURN == 0).collect();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(
+            permanent,
+            (1..=PERMANENT).collect::<Vec<_>>(),
+            "round {round}: a permanent value lost or doubled"
+        );
+        let churned: HashSet<u64> = values.iter().copied().filter(|v| v & CHURN != 0).collect();
+        assert_eq!(
+            churned.len() + permanent.len(),
+            values.len(),
+            "round {round}: a churn value doubled"
+        );
+        changed += usize::from(values != before);
+    }
+    // The kills landed while the list was being changed, not before.
+    assert!(changed * 10 >= kills * 9, "only {changed} of {kills} rounds changed the list");
+}
+
+#[test]
+fn a_dead_owners_insert_is_finished_from_its_record() {
+    // The exact state a process killed half-way through `insert(1, 99)` on [1, 2, 3, 4]
+    // leaves: slot 4 and 3 shifted, `progress` at 2, the lock's owner dead. Written
+    // through a second mapping.
+    let name = unique_name("list-redo");
+    let _cleanup = Remove::shm(&name);
+    let list = List::<u64>::create(&name, 8).unwrap();
+    list.extend_from_slice(&[1, 2, 3, 4]).unwrap();
+    {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        // SAFETY: a test mapping of our own segment; nobody else uses it meanwhile.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+        let payload = 128;
+        let put = |map: &mut memmap2::MmapMut, at: usize, v: u64| {
+            map[at..at + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        let slot = |i: usize| payload + 136 + 8 * i;
+        put(&mut map, slot(4), 4); // shifted
+        put(&mut map, slot(3), 3); // shifted
+        put(&mut map, payload + 128, 99); // the record's value
+        put(&mut map, payload + 56, 1); // index
+        put(&mut map, payload + 64, 4); // len_before
+        put(&mut map, payload + 72, 2); // progress: slot 2 is next
+        map[payload + 48..payload + 52].copy_from_slice(&2u32.to_le_bytes()); // op INSERT
+        map[payload..payload + 4].copy_from_slice(&0x4000_0000u32.to_le_bytes()); // OWNER_DIED
+    }
+    assert_eq!(list.to_vec(), [1, 99, 2, 3, 4]);
+    list.check().unwrap();
+}
+
+#[test]
+fn process_init_is_a_no_op_in_the_parent() {
+    process::init();
+}
