@@ -211,10 +211,12 @@ pub enum ObjectKind {
     Array,
     /// A list of plain values with a fixed capacity.
     List,
+    /// A hash map of plain keys and values with a fixed capacity.
+    Dict,
 }
 
 impl ObjectKind {
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Shared,
         Self::Lock,
         Self::Event,
@@ -226,6 +228,7 @@ impl ObjectKind {
         Self::Value,
         Self::Array,
         Self::List,
+        Self::Dict,
     ];
 
     /// The number stored in the header. Fixed forever: new kinds get new numbers.
@@ -242,6 +245,7 @@ impl ObjectKind {
             Self::Value => 9,
             Self::Array => 10,
             Self::List => 11,
+            Self::Dict => 12,
         }
     }
 
@@ -265,6 +269,7 @@ impl fmt::Display for ObjectKind {
             Self::Value => "Value",
             Self::Array => "Array",
             Self::List => "List",
+            Self::Dict => "Dict",
         };
         f.write_str(name)
     }

@@ -201,4 +201,6 @@ pub use raw::LockGuard;
 pub use rings::{mpmc, spsc};
 pub use segment::{Options, SegmentInfo};
 pub use shmsync_derive::{Pod, Zeroable};
-pub use values::{Array, ArrayGuard, FixedStr, FixedStrError, List, ListGuard, Shared, Value};
+pub use values::{
+    Array, ArrayGuard, Dict, FixedStr, FixedStrError, List, ListGuard, Shared, Value,
+};

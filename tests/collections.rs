@@ -212,3 +212,144 @@ fn a_dead_owners_insert_is_finished_from_its_record() {
 fn process_init_is_a_no_op_in_the_parent() {
     process::init();
 }
+
+mod dicts {
+    use super::*;
+    use shmsync::Dict;
+
+    type Key = FixedStr<24>;
+
+    fn dict_name(tag: &str) -> String {
+        format!("shmsync-test-dict-{tag}-{}", std::os::unix::process::parent_id())
+    }
+
+    fn key(s: &str) -> Key {
+        FixedStr::new(s).unwrap()
+    }
+
+    /// A child: 5,000 keys of its own, and a shared counter bumped for each.
+    fn insert_five_thousand(who: u64) -> u64 {
+        let d = Dict::<Key, u64>::open(&dict_name("many")).unwrap();
+        for i in 0..5_000u64 {
+            assert_eq!(d.insert(key(&format!("p{who}-k{i}")), who * 1_000_000 + i).unwrap(), None);
+            assert!(d.update(&key(&format!("hits-{}", i % 8)), |v| *v += 1));
+        }
+        who
+    }
+
+    #[test]
+    fn four_processes_insert_and_update_to_the_exact_dict() {
+        let name = format!("shmsync-test-dict-many-{}", std::process::id());
+        let _cleanup = Remove::shm(&name);
+        let d = Dict::<Key, u64>::create(&name, 25_000).unwrap();
+        for c in 0..8 {
+            d.insert(key(&format!("hits-{c}")), 0).unwrap();
+        }
+        let children: Vec<_> =
+            (0..4).map(|who| Process::spawn(insert_five_thousand, who).unwrap()).collect();
+        for c in children {
+            c.join_timeout(LIMIT).unwrap();
+        }
+        assert_eq!(d.len(), 20_008);
+        for who in 0..4u64 {
+            for i in (0..5_000u64).step_by(97) {
+                assert_eq!(d.get(&key(&format!("p{who}-k{i}"))), Some(who * 1_000_000 + i));
+            }
+        }
+        for c in 0..8 {
+            assert_eq!(d.get(&key(&format!("hits-{c}"))), Some(2_500), "counter {c}");
+        }
+        assert_eq!(d.items().len(), 20_008);
+        d.check().unwrap();
+    }
+
+    #[test]
+    fn a_full_dict_returns_the_pair_and_every_operation_works() {
+        let name = unique_name("dict-ops");
+        let _cleanup = Remove::shm(&name);
+        let d = Dict::<u32, u64>::create(&name, 8).unwrap();
+        let mut full = None;
+        for k in 0..1000u32 {
+            if let Err(e) = d.insert(k, u64::from(k)) {
+                full = Some(e.into_inner());
+                break;
+            }
+        }
+        let (k, v) = full.expect("a dict of capacity 8 fills up");
+        assert_eq!(u64::from(k), v);
+        assert!(d.len() >= 8, "room for at least its capacity: {}", d.len());
+        assert_eq!(d.remove(&0), Some(0));
+        assert_eq!(d.remove(&0), None);
+        assert!(!d.contains_key(&0));
+        assert_eq!(d.get_or_insert_with(0, || 42).unwrap(), 42);
+        assert_eq!(d.get_or_insert_with(0, || 7).unwrap(), 42);
+        assert!(!d.update(&9999, |v| *v = 1));
+        d.check().unwrap();
+        d.clear();
+        assert!(d.is_empty() && d.items().is_empty());
+        d.check().unwrap();
+    }
+
+    /// A child that changes the dict at random until killed: permanent keys 0..100 get
+    /// values whose four words are all equal (a torn write would show), churn keys
+    /// 1000.. are inserted and removed.
+    fn churn_dict(seed: u64) -> u64 {
+        let d = Dict::<u64, [u64; 4]>::open(&dict_name("kill")).unwrap();
+        let started = shmsync::Value::<u64>::open(&dict_name("kill-started")).unwrap();
+        started.store(seed);
+        let mut rng = Rng::new(seed);
+        loop {
+            let r = rng.next_u64();
+            match r % 4 {
+                0 => {
+                    let k = r % 100;
+                    let x = rng.next_u64();
+                    let _ = d.insert(k, [x; 4]);
+                }
+                1 => {
+                    let k = r % 100;
+                    d.update(&k, |v| *v = [v[0].wrapping_add(1); 4]);
+                }
+                2 => {
+                    let _ = d.insert(1000 + r % 300, [r; 4]);
+                }
+                _ => {
+                    d.remove(&(1000 + r % 300));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_thousand_kills_mid_operation_leave_the_dict_whole() {
+        let name = format!("shmsync-test-dict-kill-{}", std::process::id());
+        let started_name = format!("shmsync-test-dict-kill-started-{}", std::process::id());
+        let _cleanup = (Remove::shm(&name), Remove::shm(&started_name));
+        let d = Dict::<u64, [u64; 4]>::create(&name, 1024).unwrap();
+        for k in 0..100 {
+            d.insert(k, [k; 4]).unwrap();
+        }
+        let started = shmsync::Value::<u64>::create(&started_name, 0).unwrap();
+        let mut rng = Rng::new(7);
+        let kills =
+            std::env::var("SHMSYNC_DICT_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(1000);
+        for round in 0..kills {
+            let child = Process::spawn(churn_dict, round as u64 + 1).unwrap();
+            let deadline = std::time::Instant::now() + LIMIT;
+            while started.load() != round as u64 + 1 {
+                assert!(std::time::Instant::now() < deadline, "round {round}: never started");
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_micros(rng.next_u64() % 2000));
+            child.kill();
+            assert!(child.join_timeout(LIMIT).is_err());
+            d.check().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            for k in 0..100 {
+                let v = d.get(&k).unwrap_or_else(|| panic!("round {round}: key {k} lost"));
+                assert!(v.iter().all(|&w| w == v[0]), "round {round}: key {k} torn: {v:?}");
+            }
+            let churned = d.keys().into_iter().filter(|&k| k >= 1000).count();
+            assert_eq!(d.len(), 100 + churned, "round {round}");
+        }
+    }
+}

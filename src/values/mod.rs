@@ -1,11 +1,13 @@
 //! Values in shared memory: [`Shared<T>`] (a layout of your own), and Python's `Value` and
 //! `Array` (plain data behind their own lock).
 
+mod dict;
 mod fixed_str;
 mod list;
 mod shared;
 mod value;
 
+pub use dict::Dict;
 pub use fixed_str::{FixedStr, FixedStrError};
 pub use list::{List, ListGuard};
 pub use shared::Shared;
