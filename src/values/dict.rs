@@ -422,13 +422,17 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         sh.old_state.store(old_state, Ordering::Relaxed);
         sh.old_len.store(sh.len.load(Ordering::Relaxed), Ordering::Relaxed);
         sh.op.store(op, Ordering::Release);
-        sh.seq.fetch_add(1, Ordering::AcqRel); // odd: readers retry
+        // Odd: readers retry. Only the lock's holder writes the counter, so a plain
+        // store does; the fence keeps the entry's writes after it.
+        let seq = sh.seq.load(Ordering::Relaxed);
+        sh.seq.store(seq.wrapping_add(1) | 1, Ordering::Relaxed);
         fence(Ordering::Release);
     }
 
     fn end(&self, s: usize) {
         let sh = self.shard(s);
-        sh.seq.fetch_add(1, Ordering::Release); // even: stable
+        let seq = sh.seq.load(Ordering::Relaxed);
+        sh.seq.store(seq.wrapping_add(1) & !1, Ordering::Release); // even: stable
         sh.op.store(NONE, Ordering::Release);
     }
 

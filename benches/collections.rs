@@ -1,0 +1,221 @@
+//! `Dict` and `List` against Python's `Manager().dict()` / `.list()` and against
+//! `std::sync::Mutex<HashMap>`, side by side in one run.
+//!
+//! `cargo bench --bench collections`. The shmsync figures are measured in child
+//! processes that open the objects by name (`Process`), so every operation is one
+//! process working on memory another created; the Python figures come from `python3`
+//! (skipped, and said so, without it). Medians of 5 runs.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shmsync::process::{self, Process};
+use shmsync::{Dict, List};
+
+const OPS: u64 = 200_000;
+const KEYS: u64 = 10_000;
+
+fn name(tag: &str) -> String {
+    format!("bench-collections-{tag}-{}", std::os::unix::process::parent_id())
+}
+
+/// ns per `get` in this child, on keys 0..KEYS.
+fn child_gets(_: u64) -> f64 {
+    let d = Dict::<u64, u64>::open(&name("dict")).unwrap();
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..OPS {
+        sum = sum.wrapping_add(d.get(&(i % KEYS)).unwrap_or(0));
+    }
+    std::hint::black_box(sum);
+    t.elapsed().as_nanos() as f64 / OPS as f64
+}
+
+/// ns per `insert` (replacing) in this child.
+fn child_inserts(offset: u64) -> f64 {
+    let d = Dict::<u64, u64>::open(&name("dict")).unwrap();
+    let t = Instant::now();
+    for i in 0..OPS {
+        let _ = d.insert(i % KEYS, i + offset);
+    }
+    t.elapsed().as_nanos() as f64 / OPS as f64
+}
+
+/// ns per `push` then `pop` pair... per push: pushes OPS values.
+fn child_pushes(_: u64) -> f64 {
+    let l = List::<u64>::open(&name("list")).unwrap();
+    l.clear();
+    let t = Instant::now();
+    for i in 0..OPS {
+        let _ = l.push(i);
+    }
+    t.elapsed().as_nanos() as f64 / OPS as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn in_child(f: fn(u64) -> f64, arg: u64) -> f64 {
+    Process::spawn(f, arg).unwrap().join().unwrap()
+}
+
+/// Two children at once; the mean of their per-op times, and the wall time for both.
+fn two_children(f: fn(u64) -> f64) -> (f64, Duration) {
+    let t = Instant::now();
+    let a = Process::spawn(f, 1).unwrap();
+    let b = Process::spawn(f, 2).unwrap();
+    let (x, y) = (a.join().unwrap(), b.join().unwrap());
+    ((x + y) / 2.0, t.elapsed())
+}
+
+const PYTHON: &str = r#"
+import multiprocessing as mp, sys, time, statistics
+if __name__ == "__main__":
+    ops = int(sys.argv[1])
+    with mp.Manager() as m:
+        d = m.dict({i: i for i in range(1000)})
+        def gets():
+            t = time.perf_counter()
+            for i in range(ops): d[i % 1000]
+            return (time.perf_counter() - t) / ops
+        def sets():
+            t = time.perf_counter()
+            for i in range(ops): d[i % 1000] = i
+            return (time.perf_counter() - t) / ops
+        l = m.list()
+        def appends():
+            t = time.perf_counter()
+            for i in range(ops): l.append(i)
+            return (time.perf_counter() - t) / ops
+        print("get", statistics.median(gets() for _ in range(3)))
+        print("set", statistics.median(sets() for _ in range(3)))
+        print("append", statistics.median(appends() for _ in range(3)))
+"#;
+
+fn python() -> Option<HashMap<String, f64>> {
+    let out = Command::new("python3").args(["-c", PYTHON, "2000"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.parse::<f64>().ok()? * 1e9))
+            })
+            .collect(),
+    )
+}
+
+/// ns per operation of `Mutex<HashMap>` with two threads each doing `OPS` of them.
+fn mutex_hashmap(insert: bool) -> f64 {
+    let map: Arc<Mutex<HashMap<u64, u64>>> =
+        Arc::new(Mutex::new((0..KEYS).map(|k| (k, k)).collect()));
+    let per_thread: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|t| {
+                let map = Arc::clone(&map);
+                s.spawn(move || {
+                    let start = Instant::now();
+                    let mut sum = 0u64;
+                    for i in 0..OPS {
+                        let mut m = map.lock().unwrap();
+                        if insert {
+                            m.insert(i % KEYS, i + t);
+                        } else {
+                            sum = sum.wrapping_add(*m.get(&(i % KEYS)).unwrap_or(&0));
+                        }
+                    }
+                    std::hint::black_box(sum);
+                    start.elapsed().as_nanos() as f64 / OPS as f64
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    per_thread.iter().sum::<f64>() / 2.0
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    process::init();
+    let dict_name = format!("bench-collections-dict-{}", std::process::id());
+    let list_name = format!("bench-collections-list-{}", std::process::id());
+    let d = Dict::<u64, u64>::create(&dict_name, 2 * KEYS as usize)?;
+    for k in 0..KEYS {
+        d.insert(k, k).unwrap();
+    }
+    let _l = List::<u64>::create(&list_name, OPS as usize)?;
+
+    let get1 = median((0..5).map(|_| in_child(child_gets, 0)).collect());
+    let insert1 = median((0..5).map(|_| in_child(child_inserts, 0)).collect());
+    let push1 = median((0..5).map(|_| in_child(child_pushes, 0)).collect());
+    let (get2, get2_wall) = {
+        let runs: Vec<(f64, Duration)> = (0..5).map(|_| two_children(child_gets)).collect();
+        let per_op = median(runs.iter().map(|r| r.0).collect());
+        let wall = runs.iter().map(|r| r.1).min().unwrap_or_default();
+        (per_op, wall)
+    };
+    let insert2 = median((0..5).map(|_| two_children(child_inserts).0).collect());
+    let mutex_get = median((0..5).map(|_| mutex_hashmap(false)).collect());
+    let mutex_insert = median((0..5).map(|_| mutex_hashmap(true)).collect());
+    let py = python();
+    let pyv = |k: &str| py.as_ref().and_then(|p| p.get(k).copied());
+    let vs = |ours: f64, theirs: Option<f64>| {
+        theirs.map_or("(no python3)".into(), |t| format!("{:.0}x", t / ours))
+    };
+
+    println!("collections, ns per operation, medians");
+    println!("{:<58} {:>10} {:>14} {:>10}", "scenario", "shmsync", "other", "ratio");
+    println!(
+        "{:<58} {:>10.1} {:>14} {:>10}",
+        "Dict::get, one process (vs Manager().dict() d[k])",
+        get1,
+        pyv("get").map_or("-".into(), |v| format!("{v:.0}")),
+        vs(get1, pyv("get"))
+    );
+    println!(
+        "{:<58} {:>10.1} {:>14} {:>10}",
+        "Dict::insert, one process (vs d[k] = v)",
+        insert1,
+        pyv("set").map_or("-".into(), |v| format!("{v:.0}")),
+        vs(insert1, pyv("set"))
+    );
+    println!(
+        "{:<58} {:>10.1} {:>14} {:>10}",
+        "List::push (vs Manager().list().append)",
+        push1,
+        pyv("append").map_or("-".into(), |v| format!("{v:.0}")),
+        vs(push1, pyv("append"))
+    );
+    println!(
+        "{:<58} {:>10.1} {:>14.1} {:>9.2}x",
+        "Dict::get, 2 processes (vs Mutex<HashMap>, 2 threads)",
+        get2,
+        mutex_get,
+        get2 / mutex_get
+    );
+    println!(
+        "{:<58} {:>10.1} {:>14.1} {:>9.2}x",
+        "Dict::insert, 2 processes (vs Mutex<HashMap>, 2 threads)",
+        insert2,
+        mutex_insert,
+        insert2 / mutex_insert
+    );
+    println!(
+        "{:<58} {:>10.2}x  ({} gets by 2 processes in {:.1?}; one alone {:.1} ns per get)",
+        "read throughput of 2 processes over 1",
+        2.0 * get1 / get2,
+        2 * OPS,
+        get2_wall,
+        get1
+    );
+    drop(d);
+    Dict::<u64, u64>::unlink(&dict_name)?;
+    List::<u64>::unlink(&list_name)?;
+    Ok(())
+}
