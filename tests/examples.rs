@@ -203,3 +203,20 @@ fn the_kill_loops_run_every_scenario_and_leave_nothing_behind() {
     }
     assert_nothing_left("/dev/shm", &prefix);
 }
+
+#[test]
+fn manager_scenarios_run_on_the_shared_collections() {
+    let out = run_and_check_clean("manager");
+    assert!(
+        out.contains("list: 40 values appended by 4 processes, [0, 1, 2] ... [308, 309]"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            r#"dict: [("apple", 4), ("banana", 4), ("cherry", 4)], and 4 workers registered"#
+        ),
+        "{out}"
+    );
+    assert!(out.contains("value: 6"), "{out}");
+    assert!(out.contains("array: [0, 1, 4, 9]"), "{out}");
+}
