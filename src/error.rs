@@ -849,3 +849,20 @@ impl fmt::Display for Corrupted {
 }
 
 impl std::error::Error for Corrupted {}
+
+/// Why a [`Barrier`](crate::Barrier) wait did not pass: Python's `BrokenBarrierError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BarrierError {
+    /// The barrier is broken: a waiter timed out, or `abort` or `reset` was called while
+    /// this one waited (or before, for `abort`, until `reset`).
+    Broken,
+}
+
+impl fmt::Display for BarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the barrier is broken (a waiter timed out, or it was aborted or reset)")
+    }
+}
+
+impl std::error::Error for BarrierError {}

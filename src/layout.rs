@@ -213,10 +213,14 @@ pub enum ObjectKind {
     List,
     /// A hash map of plain keys and values with a fixed capacity.
     Dict,
+    /// A barrier for a number of parties.
+    Barrier,
+    /// A re-entrant robust lock.
+    RLock,
 }
 
 impl ObjectKind {
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 14] = [
         Self::Shared,
         Self::Lock,
         Self::Event,
@@ -229,6 +233,8 @@ impl ObjectKind {
         Self::Array,
         Self::List,
         Self::Dict,
+        Self::Barrier,
+        Self::RLock,
     ];
 
     /// The number stored in the header. Fixed forever: new kinds get new numbers.
@@ -246,6 +252,8 @@ impl ObjectKind {
             Self::Array => 10,
             Self::List => 11,
             Self::Dict => 12,
+            Self::Barrier => 13,
+            Self::RLock => 14,
         }
     }
 
@@ -270,6 +278,8 @@ impl fmt::Display for ObjectKind {
             Self::Array => "Array",
             Self::List => "List",
             Self::Dict => "Dict",
+            Self::Barrier => "Barrier",
+            Self::RLock => "RLock",
         };
         f.write_str(name)
     }

@@ -185,13 +185,14 @@ pub use bytemuck;
 // bytemuck; the derives are shmsync's, so that they need no bytemuck in the user's crate.
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{
-    CapacityError, ChunkError, Corrupted, IndexError, InsertError, LayoutProperty, LockError,
-    LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError, TryLockError,
+    BarrierError, CapacityError, ChunkError, Corrupted, IndexError, InsertError, LayoutProperty,
+    LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError,
+    TryLockError,
 };
 #[doc(hidden)]
 pub use layout::Structure as __derive_Structure;
 pub use layout::{ObjectKind, ShmSafe};
-pub use named::{Condition, Event, Lock, Semaphore};
+pub use named::{Barrier, Condition, Event, Lock, RLock, Semaphore};
 #[cfg(not(loom))]
 pub use pipe::{Connection, End, Message, Pipe};
 #[cfg(not(loom))]

@@ -353,3 +353,107 @@ mod dicts {
         }
     }
 }
+
+mod barriers {
+    use super::*;
+    use shmsync::{Barrier, BarrierError, LockError, RLock, TryLockError};
+    use std::time::Instant;
+
+    fn barrier_name(tag: &str) -> String {
+        format!("shmsync-test-barrier-{tag}-{}", std::os::unix::process::parent_id())
+    }
+
+    /// A child: waits at the barrier, returns when it passed (ns since the epoch) and
+    /// whether it led.
+    fn pass(_: u64) -> [u64; 2] {
+        let b = Barrier::open(&barrier_name("three")).unwrap();
+        let r = b.wait_timeout(Duration::from_secs(20)).unwrap();
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        [at.as_nanos() as u64, u64::from(r.is_leader())]
+    }
+
+    #[test]
+    fn three_processes_are_released_together_with_one_leader() {
+        let name = format!("shmsync-test-barrier-three-{}", std::process::id());
+        let _cleanup = Remove::shm(&name);
+        let b = Barrier::create(&name, 3).unwrap();
+        let first = Process::spawn(pass, 0).unwrap();
+        let second = Process::spawn(pass, 1).unwrap();
+        // Neither passes with two of three there.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(first.is_alive() && second.is_alive());
+        assert_eq!(b.n_waiting(), 2);
+        let third = Process::spawn(pass, 2).unwrap();
+        let results: Vec<[u64; 2]> =
+            [first, second, third].iter().map(|p| p.join_timeout(LIMIT).unwrap()).collect();
+        assert_eq!(results.iter().map(|r| r[1]).sum::<u64>(), 1, "exactly one leader");
+        let times: Vec<u64> = results.iter().map(|r| r[0]).collect();
+        let spread = times.iter().max().unwrap() - times.iter().min().unwrap();
+        assert!(spread < 250_000_000, "released {spread} ns apart");
+    }
+
+    fn wait_long(_: u64) -> u32 {
+        let b = Barrier::open(&barrier_name("break")).unwrap();
+        match b.wait_timeout(Duration::from_secs(20)) {
+            Err(BarrierError::Broken) => 1,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn a_timeout_breaks_the_barrier_for_every_waiter() {
+        let name = format!("shmsync-test-barrier-break-{}", std::process::id());
+        let _cleanup = Remove::shm(&name);
+        let b = Barrier::create(&name, 3).unwrap();
+        let other = Process::spawn(wait_long, 0).unwrap();
+        while b.n_waiting() < 1 {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        assert_eq!(b.wait_timeout(Duration::from_millis(100)), Err(BarrierError::Broken));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(other.join_timeout(LIMIT).unwrap(), 1, "the other waiter saw it broken");
+        assert!(b.is_broken());
+        assert_eq!(b.wait(), Err(BarrierError::Broken));
+        b.reset();
+        assert!(!b.is_broken());
+    }
+
+    fn hold_rlock(_: u64) -> u64 {
+        let l = RLock::open(&barrier_name("rlock")).unwrap();
+        let a = l.lock().unwrap();
+        let b = l.lock().unwrap();
+        std::mem::forget((a, b));
+        std::thread::sleep(Duration::from_secs(30));
+        0
+    }
+
+    #[test]
+    fn an_rlock_is_reentrant_and_reports_its_dead_holder() {
+        let name = format!("shmsync-test-barrier-rlock-{}", std::process::id());
+        let _cleanup = Remove::shm(&name);
+        let lock = RLock::create(&name).unwrap();
+        {
+            let _a = lock.lock().unwrap();
+            let _b = lock.try_lock().unwrap();
+            assert_eq!(lock.depth(), 2);
+        }
+        assert!(!lock.is_locked());
+        let holder = Process::spawn(hold_rlock, 0).unwrap();
+        while !lock.is_locked() {
+            std::thread::yield_now();
+        }
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        holder.kill();
+        let _ = holder.join_timeout(LIMIT);
+        match lock.lock() {
+            Err(LockError::OwnerDied(mut g)) => {
+                assert_eq!(lock.depth(), 1, "the dead holder's levels are gone");
+                g.mark_consistent();
+            }
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+        assert!(!lock.is_locked());
+        assert!(lock.lock().is_ok());
+    }
+}

@@ -359,7 +359,7 @@ impl RawLock {
     }
 
     /// Releases the lock held by this thread.
-    fn release(&self, recoverable: bool) {
+    pub(super) fn release(&self, recoverable: bool) {
         let node_links = || {
             (
                 self.list_prev.load(Ordering::Relaxed) as usize,

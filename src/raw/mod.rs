@@ -19,14 +19,18 @@
 //! unsafe impl shmsync::ShmSafe for Book {}
 //! ```
 
+mod barrier;
 mod condition;
 mod event;
 mod lock;
 mod mutex;
+mod rlock;
 mod semaphore;
 
+pub use barrier::{BarrierWaitResult, RawBarrier};
 pub use condition::RawCondition;
 pub use event::RawEvent;
 pub use lock::{LockGuard, RawLock};
 pub use mutex::{Mutex, MutexGuard};
+pub use rlock::{RLockGuard, RawRLock};
 pub use semaphore::RawSemaphore;

@@ -346,7 +346,7 @@ fn find_head() -> usize {
     if rc == 0 { head } else { 0 }
 }
 
-fn gettid() -> u32 {
+pub(crate) fn gettid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs()
 }
 

@@ -43,11 +43,13 @@ pub(crate) const FUTEX_WAITERS: u32 = 0x8000_0000;
 pub(crate) const ENTRY_OFFSET: usize = 32;
 
 #[cfg(any(loom, miri))]
-pub(crate) use model::{any_linked_in, cancel, holds, link, release, try_acquire};
+pub(crate) use model::{any_linked_in, cancel, current_tid, holds, link, release, try_acquire};
 #[cfg(not(any(loom, miri)))]
 mod list;
 #[cfg(not(any(loom, miri)))]
-pub(crate) use list::{any_linked_in, cancel, holds, link, release, try_acquire};
+pub(crate) use list::{
+    any_linked_in, cancel, gettid as current_tid, holds, link, release, try_acquire,
+};
 
 #[cfg(any(loom, miri))]
 #[allow(clippy::disallowed_types)] // a counter outside any model
@@ -75,6 +77,9 @@ mod model {
         take(tid).map_err(|seen| (tid, seen))
     }
     pub(crate) fn cancel() {}
+    pub(crate) fn current_tid() -> u32 {
+        TID.with(|t| *t)
+    }
     pub(crate) fn link(_entry: usize) {}
     pub(crate) fn release(
         _entry: usize,
