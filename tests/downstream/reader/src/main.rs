@@ -44,6 +44,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(_) => Err("a queue of a changed Tick opened".into()),
         },
-        _ => Err("usage: reader read NAME COUNT | reader refuse NAME".into()),
+        Some("dict") => {
+            let dict = shmsync::Dict::<shmsync::FixedStr<16>, u64>::open(&args[2])?;
+            for key in ["alice", "bob", "carol"] {
+                if !dict.update(&shmsync::FixedStr::new(key)?, |v| *v += 10) {
+                    return Err(format!("{key} is missing").into());
+                }
+            }
+            dict.insert(shmsync::FixedStr::new("dave")?, 99)?;
+            dict.check()?;
+            println!("reader: updated the dict");
+            Ok(())
+        }
+        _ => Err("usage: reader read NAME COUNT | reader refuse NAME | reader dict NAME".into()),
     }
 }

@@ -65,6 +65,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("reader did not refuse the changed Tick".into());
     }
     println!("writer: a changed field was refused with LayoutMismatch");
+
+    // 3. A dict with string keys, written here and updated by the other binary.
+    let name = format!("shmsync-test-downstream-dict-{pid}");
+    let dict = shmsync::Dict::<shmsync::FixedStr<16>, u64>::create(&name, 64)?;
+    for (i, who) in ["alice", "bob", "carol"].into_iter().enumerate() {
+        dict.insert(shmsync::FixedStr::new(who)?, i as u64)?;
+    }
+    let status = wait(Command::new(&reader).args(["dict", &name]).spawn()?)?;
+    let mut items: Vec<(String, u64)> =
+        dict.items().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    items.sort();
+    drop(dict);
+    shmsync::Dict::<shmsync::FixedStr<16>, u64>::unlink(&name)?;
+    let want = [("alice", 10), ("bob", 11), ("carol", 12), ("dave", 99)];
+    if !status || items.iter().map(|(k, v)| (k.as_str(), *v)).ne(want) {
+        return Err(format!("the other binary's dict updates: {items:?}").into());
+    }
+    println!("writer: a FixedStr-keyed dict was updated by the other binary");
     println!("downstream: PASS");
     Ok(())
 }
