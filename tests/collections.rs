@@ -457,3 +457,46 @@ mod barriers {
         assert!(lock.lock().is_ok());
     }
 }
+
+#[test]
+fn a_dead_writers_half_done_dict_insert_is_undone() {
+    // The state a writer killed between marking its slot FULL and finishing leaves in
+    // shard 0 of an empty `Dict<u64, u64>` of capacity 64 (8 slots per shard): slot 3
+    // holds a key, `len` is 1, the record says INSERT of slot 3 from EMPTY and length 0,
+    // the counter is odd, the lock's owner is dead. Written through a second mapping.
+    let name = unique_name("dict-undo");
+    let _cleanup = Remove::shm(&name);
+    let d = shmsync::Dict::<u64, u64>::create(&name, 64).unwrap();
+    {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm/{name}"))
+            .unwrap();
+        // SAFETY: a test mapping of our own segment; nobody else uses it meanwhile.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+        let shard = 128 + 128; // payload, then the dict's header
+        let slot = 128 + 2560 + 3 * 24; // the tables; slot 3 of shard 0, 24 bytes a slot
+        let put32 = |m: &mut memmap2::MmapMut, at: usize, v: u32| {
+            m[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        let put64 = |m: &mut memmap2::MmapMut, at: usize, v: u64| {
+            m[at..at + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        put32(&mut map, slot, 1); // FULL
+        put64(&mut map, slot + 8, 12_345); // key
+        put64(&mut map, slot + 16, 1); // value
+        put64(&mut map, shard + 40, 1); // seq: odd
+        put64(&mut map, shard + 48, 1); // len
+        put32(&mut map, shard + 56, 1); // op: INSERT
+        put32(&mut map, shard + 60, 3); // slot
+        put32(&mut map, shard + 64, 0); // old state: EMPTY
+        put64(&mut map, shard + 72, 0); // old len
+        put32(&mut map, shard, 0x4000_0000); // the lock: OWNER_DIED
+    }
+    d.check().unwrap();
+    assert_eq!(d.len(), 0);
+    assert_eq!(d.get(&12_345), None);
+    assert_eq!(d.insert(7, 7).unwrap(), None);
+    d.check().unwrap();
+}
