@@ -42,6 +42,7 @@ const SWAP_REMOVE: u32 = 4;
 
 /// The list's control block; the record's value and the slots follow.
 #[repr(C)]
+#[derive(Default)]
 struct Control {
     lock: RawLock,
     len: AtomicU64,
@@ -87,7 +88,12 @@ const _: () = assert!(size_of::<Control>() <= CONTROL_LEN);
 /// # Ok::<(), shmsync::OpenError>(())
 /// ```
 pub struct List<T: bytemuck::Pod + ShmSafe> {
-    segment: Segment,
+    /// The mapping the pointers below point into (none for a list on the heap, which
+    /// only the loom model builds).
+    segment: Option<Segment>,
+    control: NonNull<Control>,
+    record: NonNull<T>,
+    slots: NonNull<T>,
     capacity: usize,
     _holds: PhantomData<T>,
 }
@@ -136,7 +142,14 @@ impl<T: bytemuck::Pod + ShmSafe> List<T> {
         if Self::payload_len(segment.capacity()) != Some(segment.payload_len() as u64) {
             return Err(OpenError::Corrupted);
         }
-        Ok(Self { segment, capacity, _holds: PhantomData })
+        let base = segment.payload();
+        // SAFETY: the control block, the record and `capacity` slots lie inside the
+        // payload (its length was just checked), which lives as long as `segment`.
+        let (record, slots) = unsafe {
+            (base.add(Self::RECORD_AT).cast::<T>(), base.add(Self::SLOTS_AT).cast::<T>())
+        };
+        let control = base.cast::<Control>();
+        Ok(Self { segment: Some(segment), control, record, slots, capacity, _holds: PhantomData })
     }
 
     constructors! {
@@ -169,23 +182,25 @@ impl<T: bytemuck::Pod + ShmSafe> List<T> {
 
     /// Facts about the segment.
     pub fn info(&self) -> &SegmentInfo {
-        self.segment.info()
+        match &self.segment {
+            Some(segment) => segment.info(),
+            None => unreachable!("only the loom model builds a list without a segment"),
+        }
     }
 
     fn control(&self) -> &Control {
-        // SAFETY: the payload starts with a Control (placed by `spec`, sizes checked by
-        // `adopt`), 128-byte aligned, every bit pattern valid (a lock and atomics).
-        unsafe { &*self.segment.payload().as_ptr().cast::<Control>() }
+        // SAFETY: the payload (or the model's heap block) starts with a Control (placed
+        // by `spec`, sizes checked by `adopt`), 128-byte aligned, every bit pattern valid
+        // (a lock and atomics), alive as long as `self`.
+        unsafe { self.control.as_ref() }
     }
 
     fn slots(&self) -> NonNull<T> {
-        // SAFETY: SLOTS_AT + capacity * size_of::<T>() == payload_len (checked by `adopt`).
-        unsafe { self.segment.payload().add(Self::SLOTS_AT).cast::<T>() }
+        self.slots
     }
 
     fn record(&self) -> NonNull<T> {
-        // SAFETY: RECORD_AT + size_of::<T>() <= SLOTS_AT, inside the payload.
-        unsafe { self.segment.payload().add(Self::RECORD_AT).cast::<T>() }
+        self.record
     }
 
     /// The most values the list holds.
@@ -507,7 +522,7 @@ impl<T: bytemuck::Pod + ShmSafe> List<T> {
 impl<T: bytemuck::Pod + ShmSafe> fmt::Debug for List<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("List")
-            .field("name", &self.info().name())
+            .field("name", &self.segment.as_ref().map(|s| s.info().name()))
             .field("len", &self.len())
             .field("capacity", &self.capacity)
             .finish()
@@ -623,5 +638,86 @@ impl<T: bytemuck::Pod + ShmSafe> ListGuard<'_, T> {
 impl<T: bytemuck::Pod + ShmSafe + fmt::Debug> fmt::Debug for ListGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Loom model: on a list on the heap, two threads push and one pops; every value is
+/// pushed once and either popped once or left, and the length agrees.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The heap memory of a model's list: a control block and `1 + capacity` values
+    /// (the record's, then the slots), freed when the last thread lets go.
+    struct Heap {
+        control: Box<Control>,
+        values: NonNull<[u32]>,
+    }
+
+    // SAFETY: plain heap memory, reached only through the list's protocol.
+    unsafe impl Send for Heap {}
+    // SAFETY: as above.
+    unsafe impl Sync for Heap {}
+
+    impl Drop for Heap {
+        fn drop(&mut self) {
+            // SAFETY: made by Box::into_raw in `heap_list`, freed once.
+            drop(unsafe { Box::from_raw(self.values.as_ptr()) });
+        }
+    }
+
+    fn heap_list(capacity: usize) -> (List<u32>, Arc<Heap>) {
+        let values = vec![0u32; 1 + capacity].into_boxed_slice();
+        let heap =
+            Arc::new(Heap { control: Box::default(), values: NonNull::from(Box::leak(values)) });
+        let first = heap.values.cast::<u32>();
+        let list = List {
+            segment: None,
+            control: NonNull::from(&*heap.control),
+            record: first,
+            // SAFETY: the block holds 1 + capacity values.
+            slots: unsafe { first.add(1) },
+            capacity,
+            _holds: PhantomData,
+        };
+        (list, heap)
+    }
+
+    #[test]
+    fn pushes_and_pops_from_three_threads_account_for_every_value() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let (list, heap) = heap_list(4);
+            let list = Arc::new(list);
+            let pushers: Vec<_> = (0..2u32)
+                .map(|t| {
+                    let (list, _heap) = (Arc::clone(&list), Arc::clone(&heap));
+                    crate::loom::thread::spawn(move || {
+                        let _keep = _heap;
+                        list.push(t * 10 + 1).unwrap();
+                        list.insert(0, t * 10 + 2).unwrap();
+                    })
+                })
+                .collect();
+            let popper = {
+                let (list, _heap) = (Arc::clone(&list), Arc::clone(&heap));
+                crate::loom::thread::spawn(move || {
+                    let _keep = _heap;
+                    list.pop()
+                })
+            };
+            for p in pushers {
+                p.join().unwrap();
+            }
+            let popped = popper.join().unwrap();
+            let mut all = list.to_vec();
+            all.extend(popped);
+            all.sort_unstable();
+            assert_eq!(all, [1, 2, 11, 12]);
+            assert_eq!(list.len(), 4 - usize::from(popped.is_some()));
+            assert!(list.check().is_ok());
+        });
     }
 }
