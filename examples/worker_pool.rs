@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{} numbers ran on {} worker processes", numbers.len(), ran_on.len());
 
     // A worker killed in the middle of a task: that task fails, the pool goes on.
-    let mut doomed = pool.apply_async(nap, 60_000)?;
+    let doomed = pool.apply_async(nap, 60_000)?;
     std::thread::sleep(Duration::from_millis(100));
     for pid in pool.pids() {
         let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();

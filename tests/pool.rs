@@ -84,7 +84,7 @@ fn imap_unordered_yields_before_the_last_task_finishes() {
 #[test]
 fn apply_async_and_get_timeout() {
     let pool = Pool::new(1).unwrap();
-    let mut slow = pool.apply_async(sleep_ms, 300).unwrap();
+    let slow = pool.apply_async(sleep_ms, 300).unwrap();
     assert!(!slow.ready());
     assert!(matches!(slow.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout)));
     assert_eq!(slow.get_timeout(LIMIT).unwrap(), 300);
@@ -95,7 +95,7 @@ fn apply_async_and_get_timeout() {
 #[test]
 fn a_worker_killed_mid_task_fails_that_task_and_the_pool_goes_on() {
     let pool = Pool::new(2).unwrap();
-    let mut doomed = pool.apply_async(sleep_ms, 30_000).unwrap();
+    let doomed = pool.apply_async(sleep_ms, 30_000).unwrap();
     std::thread::sleep(Duration::from_millis(200)); // it is running now
     let before = pool.pids();
     let killed = Instant::now();

@@ -997,7 +997,7 @@ impl Pool {
         arg: A,
     ) -> Result<AsyncResult<R>, PoolError> {
         let stream = self.stream(f, std::slice::from_ref(&arg))?;
-        Ok(AsyncResult { stream, value: None })
+        Ok(AsyncResult::new(stream))
     }
 
     /// No more tasks: calls after this fail with `Closed`; those already made finish.
@@ -1162,26 +1162,36 @@ impl<R: Transfer> Iterator for ImapUnordered<R> {
 
 /// The result of [`Pool::apply_async`], to collect later.
 pub struct AsyncResult<R> {
-    stream: Stream<R>,
-    value: Option<Result<R, PoolError>>,
+    /// The call's answers and the result once in: behind a cell, so that `ready` and
+    /// `get_timeout` take `&self` as Python's do.
+    state: std::cell::RefCell<Awaited<R>>,
 }
 
+/// An [`AsyncResult`]'s answers and its result once in.
+type Awaited<R> = (Stream<R>, Option<Result<R, PoolError>>);
+
 impl<R: Transfer> AsyncResult<R> {
-    fn fetch(&mut self, deadline: Option<Instant>) {
-        if self.value.is_none() {
-            match self.stream.next_chunk(deadline) {
-                Some(Ok((_, outcomes))) => self.value = outcomes.into_results().pop(),
-                Some(Err(PoolError::Timeout)) => {}
-                Some(Err(e)) => self.value = Some(Err(e)),
-                None => {}
+    fn new(stream: Stream<R>) -> Self {
+        Self { state: std::cell::RefCell::new((stream, None)) }
+    }
+
+    /// Fetches the answer if it comes by `deadline`; whether it is in.
+    fn fetch(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.state.borrow_mut();
+        let (stream, value) = &mut *state;
+        if value.is_none() {
+            match stream.next_chunk(deadline) {
+                Some(Ok((_, outcomes))) => *value = outcomes.into_results().pop(),
+                Some(Err(PoolError::Timeout)) | None => {}
+                Some(Err(e)) => *value = Some(Err(e)),
             }
         }
+        value.is_some()
     }
 
     /// Whether the result is in (without waiting for it).
-    pub fn ready(&mut self) -> bool {
-        self.fetch(Some(Instant::now()));
-        self.value.is_some()
+    pub fn ready(&self) -> bool {
+        self.fetch(Some(Instant::now()))
     }
 
     /// Waits for the result.
@@ -1189,28 +1199,27 @@ impl<R: Transfer> AsyncResult<R> {
     /// # Errors
     ///
     /// `WorkerDied`, `Panicked`, `Closed`.
-    pub fn get(mut self) -> Result<R, PoolError> {
+    pub fn get(self) -> Result<R, PoolError> {
         self.fetch(None);
-        self.value.take().unwrap_or(Err(PoolError::Closed))
+        self.state.into_inner().1.unwrap_or(Err(PoolError::Closed))
     }
 
-    /// Waits at most `timeout` for the result.
+    /// Waits at most `timeout` for the result and hands it over (a later `get` then
+    /// says `Closed`).
     ///
     /// # Errors
     ///
     /// `Timeout` (the task goes on: call again), and those of [`get`](Self::get).
-    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R, PoolError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
         self.fetch(Some(Instant::now() + timeout));
-        match self.value.take() {
-            Some(v) => v,
-            None => Err(PoolError::Timeout),
-        }
+        self.state.borrow_mut().1.take().unwrap_or(Err(PoolError::Timeout))
     }
 }
 
 impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncResult").field("ready", &self.value.is_some()).finish_non_exhaustive()
+        let ready = self.state.try_borrow().map(|s| s.1.is_some()).unwrap_or(false);
+        f.debug_struct("AsyncResult").field("ready", &ready).finish_non_exhaustive()
     }
 }
 
