@@ -304,18 +304,20 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         unsafe { self.segment.payload().add(Self::RECORD_AT).cast::<Slot<K, V>>().add(s) }
     }
 
-    /// Reads a slot's key and value with volatile copies (a writer may change them under
-    /// a lock-free reader, who then retries).
-    fn entry(&self, s: usize, i: usize) -> (K, V) {
+    /// Reads a slot's key with a volatile copy (a writer may change it under a lock-free
+    /// reader, who then retries).
+    fn key(&self, s: usize, i: usize) -> K {
         let slot = self.slot(s, i).as_ptr();
-        // SAFETY: inside the table; every bit pattern is a valid K and V; volatile, so a
+        // SAFETY: inside the table; every bit pattern is a valid K; volatile, so a
         // concurrent writer's bytes are read as bytes, never assumed stable.
-        unsafe {
-            (
-                std::ptr::addr_of!((*slot).key).read_volatile(),
-                std::ptr::addr_of!((*slot).value).read_volatile(),
-            )
-        }
+        unsafe { std::ptr::addr_of!((*slot).key).read_volatile() }
+    }
+
+    /// Reads a slot's value, as [`key`](Self::key).
+    fn value(&self, s: usize, i: usize) -> V {
+        let slot = self.slot(s, i).as_ptr();
+        // SAFETY: as in `key`, for V.
+        unsafe { std::ptr::addr_of!((*slot).value).read_volatile() }
     }
 
     fn write_entry(&self, s: usize, i: usize, key: Option<K>, value: V) {
@@ -349,7 +351,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
             match self.state(s, i).load(Ordering::Acquire) {
                 EMPTY => return Probe::Vacant(vacant.unwrap_or(i)),
                 FULL => {
-                    if bytemuck::bytes_of(&self.entry(s, i).0) == bytemuck::bytes_of(key) {
+                    if bytemuck::bytes_of(&self.key(s, i)) == bytemuck::bytes_of(key) {
                         return Probe::Found(i);
                     }
                 }
@@ -411,8 +413,17 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         }
     }
 
-    /// Starts a change of shard `s`: the record, then the odd sequence number.
-    fn begin(&self, s: usize, op: u32, slot: usize, old_state: u32, old_value: Option<V>) {
+    /// Starts a change of shard `s`: the record, then the odd sequence number. `old_len`
+    /// is what undoing an INSERT or REMOVE restores (the other changes ignore it).
+    fn begin(
+        &self,
+        s: usize,
+        op: u32,
+        slot: usize,
+        old_state: u32,
+        old_len: u64,
+        old_value: Option<V>,
+    ) {
         let sh = self.shard(s);
         if let Some(v) = old_value {
             // SAFETY: the shard's record slot, inside the payload; we hold the lock.
@@ -420,7 +431,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         }
         sh.slot.store(slot as u32, Ordering::Relaxed);
         sh.old_state.store(old_state, Ordering::Relaxed);
-        sh.old_len.store(sh.len.load(Ordering::Relaxed), Ordering::Relaxed);
+        sh.old_len.store(old_len, Ordering::Relaxed);
         sh.op.store(op, Ordering::Release);
         // Odd: readers retry. Only the lock's holder writes the counter, so a plain
         // store does; the fence keeps the entry's writes after it.
@@ -436,18 +447,23 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         sh.op.store(NONE, Ordering::Release);
     }
 
-    /// Whether shard `s` may take another entry: a quarter of it stays free, so probes
-    /// end early.
-    fn has_room(&self, s: usize) -> bool {
-        (self.shard(s).len.load(Ordering::Relaxed) as usize) < self.shard_slots * 3 / 4
+    /// Shard `s`'s length (its lock held), read once per change.
+    fn len_of(&self, s: usize) -> u64 {
+        self.shard(s).len.load(Ordering::Relaxed)
     }
 
-    /// Puts a new entry in the free slot `i` of shard `s` (its lock held).
-    fn insert_at(&self, s: usize, i: usize, key: K, value: V) {
+    /// Whether a shard of length `len` may take another entry: a quarter of it stays
+    /// free, so probes end early.
+    fn has_room(&self, len: u64) -> bool {
+        (len as usize) < self.shard_slots * 3 / 4
+    }
+
+    /// Puts a new entry in the free slot `i` of shard `s`, now of length `len` (its lock
+    /// held).
+    fn insert_at(&self, s: usize, i: usize, len: u64, key: K, value: V) {
         let sh = self.shard(s);
-        let len = sh.len.load(Ordering::Relaxed);
         let old_state = self.state(s, i).load(Ordering::Relaxed);
-        self.begin(s, INSERT, i, old_state, None);
+        self.begin(s, INSERT, i, old_state, len, None);
         self.write_entry(s, i, Some(key), value);
         self.state(s, i).store(FULL, Ordering::Release);
         sh.len.store(len + 1, Ordering::Release);
@@ -465,17 +481,21 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         let Some(_g) = self.lock_shard(s) else { return Err(full()) };
         match self.probe(s, home, &key) {
             Probe::Found(i) => {
-                let old = self.entry(s, i).1;
-                self.begin(s, UPDATE, i, FULL, Some(old));
+                let old = self.value(s, i);
+                self.begin(s, UPDATE, i, FULL, 0, Some(old));
                 self.write_entry(s, i, None, value);
                 self.end(s);
                 Ok(Some(old))
             }
-            Probe::Vacant(i) if self.has_room(s) => {
-                self.insert_at(s, i, key, value);
+            Probe::Vacant(i) => {
+                let len = self.len_of(s);
+                if !self.has_room(len) {
+                    return Err(full());
+                }
+                self.insert_at(s, i, len, key, value);
                 Ok(None)
             }
-            Probe::Vacant(_) | Probe::Full => Err(full()),
+            Probe::Full => Err(full()),
         }
     }
 
@@ -490,7 +510,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
                 continue;
             }
             let found = match self.probe(s, home, key) {
-                Probe::Found(i) => Some(self.entry(s, i).1),
+                Probe::Found(i) => Some(self.value(s, i)),
                 _ => None,
             };
             fence(Ordering::Acquire);
@@ -502,7 +522,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         // (which finishes a dead writer's change).
         let _g = self.lock_shard(s)?;
         match self.probe(s, home, key) {
-            Probe::Found(i) => Some(self.entry(s, i).1),
+            Probe::Found(i) => Some(self.value(s, i)),
             _ => None,
         }
     }
@@ -517,10 +537,10 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         let (s, home) = self.place(key);
         let _g = self.lock_shard(s)?;
         let Probe::Found(i) = self.probe(s, home, key) else { return None };
-        let value = self.entry(s, i).1;
+        let value = self.value(s, i);
         let sh = self.shard(s);
-        let len = sh.len.load(Ordering::Relaxed);
-        self.begin(s, REMOVE, i, FULL, None);
+        let len = self.len_of(s);
+        self.begin(s, REMOVE, i, FULL, len, None);
         self.state(s, i).store(TOMB, Ordering::Release);
         sh.len.store(len.saturating_sub(1), Ordering::Release);
         self.end(s);
@@ -533,10 +553,10 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
         let (s, home) = self.place(key);
         let Some(_g) = self.lock_shard(s) else { return false };
         let Probe::Found(i) = self.probe(s, home, key) else { return false };
-        let old = self.entry(s, i).1;
+        let old = self.value(s, i);
         let mut new = old;
         f(&mut new);
-        self.begin(s, UPDATE, i, FULL, Some(old));
+        self.begin(s, UPDATE, i, FULL, 0, Some(old));
         self.write_entry(s, i, None, new);
         self.end(s);
         true
@@ -557,13 +577,17 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
             return Err(CapacityError { value: (key, make()), capacity: self.capacity });
         };
         match self.probe(s, home, &key) {
-            Probe::Found(i) => Ok(self.entry(s, i).1),
-            Probe::Vacant(i) if self.has_room(s) => {
+            Probe::Found(i) => Ok(self.value(s, i)),
+            Probe::Vacant(i) => {
+                let len = self.len_of(s);
                 let value = make();
-                self.insert_at(s, i, key, value);
+                if !self.has_room(len) {
+                    return Err(CapacityError { value: (key, value), capacity: self.capacity });
+                }
+                self.insert_at(s, i, len, key, value);
                 Ok(value)
             }
-            _ => Err(CapacityError { value: (key, make()), capacity: self.capacity }),
+            Probe::Full => Err(CapacityError { value: (key, make()), capacity: self.capacity }),
         }
     }
 
@@ -583,7 +607,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
     pub fn clear(&self) {
         for s in 0..SHARDS {
             let Some(_g) = self.lock_shard(s) else { continue };
-            self.begin(s, CLEAR, 0, EMPTY, None);
+            self.begin(s, CLEAR, 0, EMPTY, 0, None);
             for i in 0..self.shard_slots {
                 self.state(s, i).store(EMPTY, Ordering::Release);
             }
@@ -599,7 +623,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
             let Some(_g) = self.lock_shard(s) else { continue };
             for i in 0..self.shard_slots {
                 if self.state(s, i).load(Ordering::Acquire) == FULL {
-                    out.push(self.entry(s, i));
+                    out.push((self.key(s, i), self.value(s, i)));
                 }
             }
         }
@@ -639,7 +663,7 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> Dict<K, V> {
                 match self.state(s, i).load(Ordering::Acquire) {
                     EMPTY | TOMB => {}
                     FULL => {
-                        let key = self.entry(s, i).0;
+                        let key = self.key(s, i);
                         if !keys.insert(bytemuck::bytes_of(&key).to_vec()) {
                             return bad(format!("shard {s}: a key is there twice"));
                         }
