@@ -334,7 +334,6 @@ struct State {
     next_worker: u32,
     closed: bool,
     terminated: bool,
-    last_check: Instant,
 }
 
 struct Config {
@@ -348,7 +347,8 @@ struct Inner {
     state: Mutex<State>,
     results: mpmc::Queue<Cell>,
     results_fd: OwnedFd,
-    collector: Mutex<()>,
+    /// Held by the thread collecting; holds when it last looked at the workers.
+    collector: Mutex<Instant>,
     config: Config,
 }
 
@@ -443,11 +443,10 @@ impl PoolBuilder {
                 next_worker: 0,
                 closed: false,
                 terminated: false,
-                last_check: Instant::now(),
             }),
             results,
             results_fd,
-            collector: Mutex::new(()),
+            collector: Mutex::new(Instant::now()),
             config: Config {
                 processes,
                 initializer: self.initializer,
@@ -584,7 +583,7 @@ impl Inner {
             }
             let slice = left.map_or(COLLECT_SLICE, |l| l.min(COLLECT_SLICE));
             match self.collector.try_lock() {
-                Ok(_collecting) => self.collect(slice),
+                Ok(mut last_check) => self.collect(slice, &mut last_check),
                 Err(_) => {
                     if let Ok(answer) = answers.recv_timeout(slice.min(Duration::from_millis(1))) {
                         return Some(answer);
@@ -594,16 +593,15 @@ impl Inner {
         }
     }
 
-    /// One round of the collector's work (the caller holds `collector`).
-    fn collect(&self, slice: Duration) {
+    /// One round of the collector's work (the caller holds `collector`, which keeps
+    /// `last_check`).
+    fn collect(&self, slice: Duration, last_check: &mut Instant) {
         if let Ok(cell) = self.results.pop_timeout(slice) {
             self.deliver(cell);
         }
         self.drain();
-        let mut state = self.lock();
-        if state.last_check.elapsed() >= COLLECT_SLICE {
-            state.last_check = Instant::now();
-            drop(state);
+        if last_check.elapsed() >= COLLECT_SLICE {
+            *last_check = Instant::now();
             self.check_workers();
         }
     }
