@@ -79,6 +79,20 @@ fn every_operation_keeps_order_and_bounds() {
     list.check().unwrap();
 }
 
+/// Starts `work(round + 1)` in a child, waits until it stored that number in `started`
+/// (it is changing the object now), and SIGKILLs it at a random instant within 2 ms.
+fn kill_mid_work(work: fn(u64) -> u64, round: usize, started: &shmsync::Value<u64>, rng: &mut Rng) {
+    let child = Process::spawn(work, round as u64 + 1).unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while started.load() != round as u64 + 1 {
+        assert!(std::time::Instant::now() < deadline, "round {round}: the child never started");
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_micros(rng.next_u64() % 2000));
+    child.kill();
+    assert!(child.join_timeout(LIMIT).is_err());
+}
+
 /// Permanent values: 1..=PERMANENT, each exactly once, always. Churn values have the top
 /// bit set.
 const PERMANENT: u64 = 100;
@@ -139,16 +153,7 @@ fn a_thousand_kills_mid_operation_leave_the_list_whole() {
     let mut changed = 0;
     for round in 0..kills {
         let before = list.to_vec();
-        let child = Process::spawn(churn, round as u64 + 1).unwrap();
-        // Kill it at a random instant once it is changing the list.
-        let deadline = std::time::Instant::now() + LIMIT;
-        while started.load() != round as u64 + 1 {
-            assert!(std::time::Instant::now() < deadline, "round {round}: the child never started");
-            std::thread::yield_now();
-        }
-        std::thread::sleep(Duration::from_micros(rng.next_u64() % 2000));
-        child.kill();
-        assert!(child.join_timeout(LIMIT).is_err());
+        kill_mid_work(churn, round, &started, &mut rng);
         list.check().unwrap_or_else(|e| panic!("round {round}: {e}"));
         let values = list.to_vec();
         let permanent: Vec<u64> = {
@@ -334,15 +339,7 @@ mod dicts {
         let kills =
             std::env::var("SHMSYNC_DICT_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(1000);
         for round in 0..kills {
-            let child = Process::spawn(churn_dict, round as u64 + 1).unwrap();
-            let deadline = std::time::Instant::now() + LIMIT;
-            while started.load() != round as u64 + 1 {
-                assert!(std::time::Instant::now() < deadline, "round {round}: never started");
-                std::thread::yield_now();
-            }
-            std::thread::sleep(Duration::from_micros(rng.next_u64() % 2000));
-            child.kill();
-            assert!(child.join_timeout(LIMIT).is_err());
+            kill_mid_work(churn_dict, round, &started, &mut rng);
             d.check().unwrap_or_else(|e| panic!("round {round}: {e}"));
             for k in 0..100 {
                 let v = d.get(&k).unwrap_or_else(|| panic!("round {round}: key {k} lost"));
