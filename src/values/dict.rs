@@ -699,7 +699,10 @@ impl<K: bytemuck::Pod + ShmSafe + Eq, V: bytemuck::Pod + ShmSafe> fmt::Debug for
 }
 
 /// SipHash-1-3 (one compression round, three finalisation rounds) of `bytes` with the
-/// 128-bit key `(k0, k1)`.
+/// 128-bit key `(k0, k1)`. Always inlined: a key's length is a constant where it is
+/// called, so the loops unroll and the tail copy is a few moves (out of line and generic
+/// over the length, it was a third of a `get`).
+#[inline(always)]
 fn sip13((k0, k1): (u64, u64), bytes: &[u8]) -> u64 {
     let mut v = [
         k0 ^ 0x736f_6d65_7073_6575,
@@ -707,6 +710,7 @@ fn sip13((k0, k1): (u64, u64), bytes: &[u8]) -> u64 {
         k0 ^ 0x6c79_6765_6e65_7261,
         k1 ^ 0x7465_6462_7974_6573,
     ];
+    #[inline(always)]
     fn round(v: &mut [u64; 4]) {
         v[0] = v[0].wrapping_add(v[1]);
         v[1] = v[1].rotate_left(13) ^ v[0];
