@@ -138,3 +138,41 @@ impl<T> UnsafeCell<T> {
 
 #[cfg(loom)]
 pub(crate) use ::loom::cell::UnsafeCell;
+
+/// The sole writer's increment of a word only it writes (a seqlock's counter under its
+/// lock): a load and a store, no locked instruction.
+///
+/// Under loom it is one `fetch_add` instead. Loom's search looks only at each thread's
+/// *next* operation and remembers only the *last* access to each atomic: a thread's own
+/// load just before its store hides the other threads' earlier loads, and loom then never
+/// tries the orders in which they read the word after the store (a model of `load; store`
+/// against one reader explores a single schedule; loom's `fetch_update` is a load and a
+/// compare-exchange, and hides them the same way). With no other writer the two are the
+/// same change.
+pub(crate) trait OwnerAdd<T> {
+    /// Adds `delta` (wrapping), the store with `order`; returns the new value.
+    fn owner_add(&self, delta: T, order: Ordering) -> T;
+}
+
+macro_rules! owner_add {
+    ($atomic:ty, $int:ty) => {
+        impl OwnerAdd<$int> for $atomic {
+            #[inline]
+            fn owner_add(&self, delta: $int, order: Ordering) -> $int {
+                #[cfg(not(loom))]
+                {
+                    let new = self.load(Ordering::Relaxed).wrapping_add(delta);
+                    self.store(new, order);
+                    new
+                }
+                #[cfg(loom)]
+                {
+                    self.fetch_add(delta, order).wrapping_add(delta)
+                }
+            }
+        }
+    };
+}
+
+owner_add!(AtomicU32, u32);
+owner_add!(AtomicU64, u64);

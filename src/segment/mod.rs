@@ -311,6 +311,7 @@ impl Segment {
     /// descriptor and mapping are. Other processes get it by inheriting the returned
     /// descriptor (see [`open_fd`](Self::open_fd)); `label` names it in errors and in
     /// `/proc/<pid>/fd`. The size is sealed, so no holder can shrink it under the others.
+    #[cfg_attr(loom, allow(dead_code))] // the pool, its only user, is not built under loom
     pub(crate) fn create_anonymous(
         label: &str,
         spec: &Spec,
@@ -330,6 +331,7 @@ impl Segment {
     /// Maps the segment behind an inherited descriptor (made by
     /// [`create_anonymous`](Self::create_anonymous) in another process) and validates it
     /// against `want`, as `open` does for a named one.
+    #[cfg_attr(loom, allow(dead_code))] // as `create_anonymous`
     pub(crate) fn open_fd(fd: &OwnedFd, label: &str, want: &Expected) -> Result<Self, OpenError> {
         let stat = rustix::fs::fstat(fd)?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
