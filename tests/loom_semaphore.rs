@@ -2,6 +2,7 @@
 #![cfg(loom)]
 
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::thread;
 use shmsync::raw::RawSemaphore;
 
@@ -42,21 +43,35 @@ fn two_releases_wake_two_sleepers() {
     });
 }
 
+/// Both threads pass a start gate (an atomic add each) first: loom only reorders a
+/// thread's loads after another's compare-exchange when the two meet at a word both
+/// change, and without the gate it ran this model once (the releasing thread's loads
+/// were all over before the other thread's first step, and its own load just before
+/// each compare-exchange hid them).
 #[test]
 fn a_bounded_semaphore_never_exceeds_its_bound() {
-    loom::model(|| {
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let counted = std::sync::Arc::clone(&runs);
+    loom::model(move || {
+        *counted.lock().unwrap() += 1;
         let sem = Arc::new(RawSemaphore::bounded(1, 1));
+        let gate = Arc::new(AtomicU32::new(0));
         let other = {
-            let sem = Arc::clone(&sem);
+            let (sem, gate) = (Arc::clone(&sem), Arc::clone(&gate));
             thread::spawn(move || {
-                if sem.try_acquire() {
-                    sem.release().unwrap();
-                }
+                gate.fetch_add(1, Ordering::Relaxed);
+                assert!(sem.try_acquire(), "nobody else takes the one permit");
+                sem.release().is_err()
             })
         };
-        let _ = sem.release(); // may overflow, must not exceed
+        gate.fetch_add(1, Ordering::Relaxed);
+        let main_overflowed = sem.release().is_err(); // may overflow, must not exceed
         assert!(sem.value() <= 1);
-        other.join().unwrap();
-        assert!(sem.value() <= 1);
+        let other_overflowed = other.join().unwrap();
+        // One permit, two returns of it: exactly one of them finds the semaphore full.
+        assert!(main_overflowed != other_overflowed);
+        assert_eq!(sem.value(), 1);
     });
+    let runs = *runs.lock().unwrap();
+    assert!(runs > 3, "loom explored only {runs} schedules");
 }
