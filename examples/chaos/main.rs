@@ -10,7 +10,10 @@
 //! `condition` and `semaphore` (waiters killed right after a wake-up was sent to one of
 //! them), `spsc` (either side killed and replaced), `mpmc` (two producers and two
 //! consumers, either role killed, replacements after random delays up to 90 ms), `pipe`
-//! (either end killed and re-attached, messages both ways).
+//! (either end killed and re-attached, messages both ways), `list` and `dict` (three
+//! workers add and remove their own entries without pause, the dict's also update one
+//! shared counter and read each other's entries; after each kill the victim's entries
+//! must be exactly as before or after its last operation and `check()` must pass).
 //!
 //! Every wait is bounded; one that runs out where progress was due counts as a hang.
 //! Every value carries its producer incarnation, its number and a check word: what
@@ -25,10 +28,12 @@
 //! scenario (see docs/RELIABILITY.md): for the lock, the kill until a survivor's next
 //! acquisition; for condition and semaphore, the kill until the outstanding wake-up was
 //! taken by a survivor; for SPSC and pipe, the kill until the survivor saw
-//! `Disconnected`; for MPMC, the kill until the queue delivered again.
+//! `Disconnected`; for MPMC, the kill until the queue delivered again; for list and dict,
+//! the kill until the surviving workers made three more steps.
 #![allow(clippy::disallowed_types)] // the harness is a user: std atomics in its layouts
 
 mod board;
+mod collections;
 mod fleet;
 mod pipes;
 mod queues;
@@ -146,7 +151,8 @@ pub struct Run {
     pub prefix: String,
 }
 
-const SCENARIOS: [&str; 6] = ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe"];
+const SCENARIOS: [&str; 8] =
+    ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict"];
 
 fn main() {
     if let Ok(role) = std::env::var(fleet::ROLE) {
@@ -160,6 +166,7 @@ fn main() {
             "lock" | "condition" | "semaphore" => sync::child(scenario, role, slot),
             "spsc" | "mpmc" => queues::child(scenario, role, slot),
             "pipe" => pipes::child(role, slot),
+            "list" | "dict" => collections::child(scenario, slot),
             other => panic!("unknown scenario {other}"),
         }
         return;
@@ -201,6 +208,8 @@ fn main() {
             "spsc" => queues::spsc(&run),
             "mpmc" => queues::mpmc(&run),
             "pipe" => pipes::pipe(&run),
+            "list" => collections::list(&run),
+            "dict" => collections::dict(&run),
             _ => unreachable!(),
         };
         println!("{}", report.line());
