@@ -98,6 +98,17 @@ pub enum OpenError {
         /// What is allowed, in words (for example "queue capacity must be 1..=2^40").
         allowed: String,
     },
+    /// The name holds a *stale* object, and [`Options::stale`](crate::Options::stale) is
+    /// [`Stale::Error`](crate::Stale::Error): no live process holds it, and processes died
+    /// holding it (or its creator died before finishing it). Decide: `unlink` it and
+    /// create again, [`gc`](crate::gc), or open it as it is.
+    Stale {
+        /// The object's name.
+        name: String,
+        /// The processes that died attached, by pid (empty if its creator never finished
+        /// it).
+        dead: Vec<u32>,
+    },
     /// Any other OS error, with its errno.
     Io(io::Error),
 }
@@ -155,6 +166,7 @@ impl OpenError {
             | Self::LayoutMismatch { name, .. }
             | Self::NotInitialized { name }
             | Self::Busy { name, .. }
+            | Self::Stale { name, .. }
                 if name.is_empty() =>
             {
                 object.clone_into(name);
@@ -215,6 +227,13 @@ impl fmt::Display for OpenError {
             }
             Self::InvalidCapacity { requested, allowed } => {
                 write!(f, "invalid capacity {requested}: {allowed}")
+            }
+            Self::Stale { name, dead } => {
+                write!(f, "{name:?} was left by a crash and nobody holds it now")?;
+                if !dead.is_empty() {
+                    write!(f, " (processes {dead:?} died holding it)")?;
+                }
+                f.write_str(": unlink it, collect it with gc, or open it as it is")
             }
             Self::Io(e) => write!(f, "I/O error: {e}"),
         }

@@ -16,7 +16,13 @@
 //! |     64 |    8 | `payload_len`    | length of the object's data                              |
 //! |     72 |    8 | `segment_len`    | the whole file's length; must equal its size             |
 //! |     80 |    8 | `instance_id`    | random, non-zero: tells a re-created name apart          |
-//! |     88 |   40 | reserved         | zero                                                     |
+//! |     88 |    8 | `created_at`     | creation time, nanoseconds since the Unix epoch          |
+//! |     96 |    8 | `attach_offset`  | start of the attacher table, after the payload            |
+//! |    104 |    4 | `attach_slots`   | records in the attacher table (`attach::SLOTS`)          |
+//! |    108 |   20 | reserved         | zero                                                     |
+//!
+//! The attacher table (16 bytes a record, see `attach.rs`) follows the payload, so the
+//! payload's offset is the same as before it existed.
 //!
 //! # Publish protocol
 //!
@@ -30,6 +36,7 @@
 //! Every field is an atomic, so a hostile peer rewriting the header while we read it is
 //! a value we validate, not a data race.
 
+use super::attach;
 use crate::OpenError;
 use crate::error::LayoutProperty;
 use crate::layout::ObjectKind;
@@ -40,7 +47,7 @@ pub(crate) const HEADER_LEN: usize = 128;
 /// `b"shmsync\0"`, little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"shmsync\0");
 /// Bumped on every incompatible change to the header or to any object's layout.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 /// `state` before the creator publishes (a fresh file is all zeros).
 pub(crate) const STATE_UNINIT: u32 = 0;
 /// `state` once the segment is ready. An unlikely bit pattern, so random bytes are
@@ -92,6 +99,7 @@ pub(crate) struct Spec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Placement {
     pub(crate) payload_offset: u64,
+    pub(crate) attach_offset: u64,
     pub(crate) segment_len: u64,
 }
 
@@ -114,11 +122,15 @@ impl Spec {
         }
         let step = u64::from(align.max(128));
         let payload_offset = (HEADER_LEN as u64).div_ceil(step) * step;
-        let segment_len = payload_offset
+        let attach_offset = payload_offset
             .checked_add(self.payload_len)
+            .and_then(|end| end.checked_next_multiple_of(64))
+            .ok_or(OpenError::NoSpace)?;
+        let segment_len = attach_offset
+            .checked_add(u64::from(attach::SLOTS) * attach::RECORD_LEN)
             .filter(|&len| len <= MAX_SEGMENT_LEN)
             .ok_or(OpenError::NoSpace)?;
-        Ok(Placement { payload_offset, segment_len })
+        Ok(Placement { payload_offset, attach_offset, segment_len })
     }
 }
 
@@ -134,6 +146,11 @@ pub(crate) struct Validated {
     pub(crate) payload_len: usize,
     pub(crate) instance_id: u64,
     pub(crate) creator_pid: u32,
+    pub(crate) kind: ObjectKind,
+    pub(crate) element: Element,
+    pub(crate) created_at: u64,
+    pub(crate) attach_offset: usize,
+    pub(crate) attach_slots: usize,
 }
 
 /// The state word, as an opener reads it.
@@ -165,7 +182,10 @@ pub(crate) struct Header {
     payload_len: AtomicU64,
     segment_len: AtomicU64,
     instance_id: AtomicU64,
-    reserved: [u8; 40],
+    created_at: AtomicU64,
+    attach_offset: AtomicU64,
+    attach_slots: AtomicU32,
+    reserved: [u8; 20],
 }
 
 // Pin the layout documented above. Loom's atomics are larger, so only the real build
@@ -189,7 +209,10 @@ const _: () = {
     assert!(offset_of!(Header, payload_len) == 64);
     assert!(offset_of!(Header, segment_len) == 72);
     assert!(offset_of!(Header, instance_id) == 80);
-    assert!(offset_of!(Header, reserved) == 88);
+    assert!(offset_of!(Header, created_at) == 88);
+    assert!(offset_of!(Header, attach_offset) == 96);
+    assert!(offset_of!(Header, attach_slots) == 104);
+    assert!(offset_of!(Header, reserved) == 108);
 };
 
 impl Header {
@@ -211,7 +234,10 @@ impl Header {
             payload_len: AtomicU64::new(0),
             segment_len: AtomicU64::new(0),
             instance_id: AtomicU64::new(0),
-            reserved: [0; 40],
+            created_at: AtomicU64::new(0),
+            attach_offset: AtomicU64::new(0),
+            attach_slots: AtomicU32::new(0),
+            reserved: [0; 20],
         }
     }
 
@@ -238,6 +264,12 @@ impl Header {
         self.payload_len.store(spec.payload_len, Ordering::Relaxed);
         self.segment_len.store(placement.segment_len, Ordering::Relaxed);
         self.instance_id.store(instance_id, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.created_at.store(now, Ordering::Relaxed);
+        self.attach_offset.store(placement.attach_offset, Ordering::Relaxed);
+        self.attach_slots.store(attach::SLOTS, Ordering::Relaxed);
     }
 
     /// Marks the segment ready. Pairs with the Acquire load in [`Header::state`]: header
@@ -267,6 +299,27 @@ impl Header {
         mapped_len: u64,
         want: &Expected,
     ) -> Result<Validated, OpenError> {
+        let v = self.describe(mapped_len)?;
+        if v.kind != want.kind {
+            return Err(OpenError::KindMismatch {
+                name: String::new(),
+                expected: want.kind,
+                found: v.kind,
+            });
+        }
+        if let Some((property, expected, found)) = want.element.difference(&v.element) {
+            return Err(OpenError::layout_mismatch(property, expected, found));
+        }
+        Ok(v)
+    }
+
+    /// The structural half of [`validate`](Self::validate), for a reader that expects no
+    /// kind in particular (`segments`): everything but the comparison with an
+    /// expectation.
+    ///
+    /// # Errors
+    /// `Corrupted` and `VersionMismatch`, as `validate`.
+    pub(crate) fn describe(&self, mapped_len: u64) -> Result<Validated, OpenError> {
         let corrupted = Err(OpenError::Corrupted);
         if self.magic.load(Ordering::Relaxed) != MAGIC {
             return corrupted;
@@ -277,16 +330,9 @@ impl Header {
         if self.header_len.load(Ordering::Relaxed) != HEADER_LEN as u32 {
             return corrupted;
         }
-        let Some(found) = ObjectKind::from_code(self.kind.load(Ordering::Relaxed)) else {
+        let Some(kind) = ObjectKind::from_code(self.kind.load(Ordering::Relaxed)) else {
             return corrupted;
         };
-        if found != want.kind {
-            return Err(OpenError::KindMismatch {
-                name: String::new(),
-                expected: want.kind,
-                found,
-            });
-        }
 
         let segment_len = self.segment_len.load(Ordering::Relaxed);
         let payload_offset = self.payload_offset.load(Ordering::Relaxed);
@@ -302,20 +348,30 @@ impl Header {
         if payload_offset % u64::from(align) != 0 {
             return corrupted;
         }
+        let attach_offset = self.attach_offset.load(Ordering::Relaxed);
+        let attach_slots = self.attach_slots.load(Ordering::Relaxed);
+        let table_fits = attach_offset % 16 == 0
+            && attach_offset >= payload_offset + payload_len
+            && attach_slots <= 1024
+            && attach_offset
+                .checked_add(u64::from(attach_slots) * attach::RECORD_LEN)
+                .is_some_and(|end| end <= segment_len);
+        if !table_fits {
+            return corrupted;
+        }
 
         let element = Element {
             size: self.elem_size.load(Ordering::Relaxed),
             align,
             type_tag: self.type_tag.load(Ordering::Relaxed),
         };
-        if let Some((property, expected, found)) = want.element.difference(&element) {
-            return Err(OpenError::layout_mismatch(property, expected, found));
-        }
 
         // Both fit in usize: they are at most MAX_SEGMENT_LEN (2^46) on a 64-bit target.
-        let (Ok(payload_offset), Ok(payload_len)) =
-            (usize::try_from(payload_offset), usize::try_from(payload_len))
-        else {
+        let (Ok(payload_offset), Ok(payload_len), Ok(attach_offset)) = (
+            usize::try_from(payload_offset),
+            usize::try_from(payload_len),
+            usize::try_from(attach_offset),
+        ) else {
             return corrupted;
         };
         Ok(Validated {
@@ -324,6 +380,11 @@ impl Header {
             payload_len,
             instance_id: self.instance_id.load(Ordering::Relaxed),
             creator_pid: self.creator_pid.load(Ordering::Relaxed),
+            kind,
+            element,
+            created_at: self.created_at.load(Ordering::Relaxed),
+            attach_offset,
+            attach_slots: attach_slots as usize,
         })
     }
 }
@@ -355,7 +416,8 @@ mod tests {
     fn placement_aligns_the_payload() {
         assert_eq!(
             spec().placement().unwrap(),
-            Placement { payload_offset: 128, segment_len: 152 }
+            // The payload ends at 152; the attacher table starts at the next 64.
+            Placement { payload_offset: 128, attach_offset: 192, segment_len: 192 + 32 * 16 }
         );
         let mut big = spec();
         big.expected.element.align = 4096;
@@ -375,15 +437,15 @@ mod tests {
         assert_eq!(h.state(), State::Ready);
         let v = h.validate(p.segment_len, &spec().expected).unwrap();
         assert_eq!(
-            v,
-            Validated {
-                capacity: 1,
-                payload_offset: 128,
-                payload_len: 24,
-                instance_id: 7,
-                creator_pid: 42
-            }
+            (v.capacity, v.payload_offset, v.payload_len, v.instance_id, v.creator_pid),
+            (1, 128, 24, 7, 42)
         );
+        assert_eq!((v.element.size, v.attach_offset, v.attach_slots), (24, 192, 32));
+        let a_minute_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .saturating_sub(std::time::Duration::from_secs(60));
+        assert!(u128::from(v.created_at) > a_minute_ago.as_nanos(), "{}", v.created_at);
     }
 
     #[test]
@@ -413,10 +475,16 @@ mod tests {
             damaged(|h| h.kind.store(ObjectKind::Lock.code(), r)),
             E::KindMismatch { expected: ObjectKind::Shared, found: ObjectKind::Lock, .. }
         ));
-        assert!(matches!(damaged(|h| h.segment_len.store(153, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.segment_len.store(705, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.payload_offset.store(64, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.payload_offset.store(u64::MAX, r)), E::Corrupted));
-        assert!(matches!(damaged(|h| h.payload_len.store(25, r)), E::Corrupted));
+        // Into the attacher table.
+        assert!(matches!(damaged(|h| h.payload_len.store(65, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.attach_offset.store(128, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.attach_offset.store(200, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.attach_offset.store(u64::MAX - 8, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.attach_slots.store(33, r)), E::Corrupted));
+        assert!(matches!(damaged(|h| h.attach_slots.store(u32::MAX, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.payload_len.store(u64::MAX, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.elem_align.store(0, r)), E::Corrupted));
         assert!(matches!(damaged(|h| h.elem_align.store(6, r)), E::Corrupted));

@@ -4,13 +4,17 @@
 //! read-write, starting with a [`header::Header`] and followed by one object's payload.
 //! See `docs/design.md` for the protocol and the trust model.
 
+mod attach;
+mod collect;
 pub(crate) mod constructors;
 mod header;
+mod info;
 mod name;
 pub(crate) mod object;
 mod options;
+mod scope;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -22,79 +26,13 @@ use crate::OpenError;
 use crate::layout::ObjectKind;
 use crate::wake::futex::Deadline;
 
+pub use collect::{gc, gc_dry_run, segments};
 pub(crate) use header::{Element, Expected, Spec};
 use header::{HEADER_LEN, Header, MAX_SEGMENT_LEN, State, Validated};
+pub use info::{Attacher, SegmentInfo};
 pub(crate) use name::validate_name;
-pub use options::Options;
-
-/// Facts about a mapped segment, read from its header when it was opened.
-///
-/// Every named object exposes one, for logging and for tools that tell one incarnation
-/// of a name from the next.
-/// # Examples
-///
-/// ```
-/// use shmsync::{Event, ObjectKind};
-/// # let opts = shmsync::Options::new().dir(std::env::temp_dir());
-/// # let name = format!("doc-{}-{}", "segmentinfo", std::process::id());
-/// let a = Event::create_with(&name, &opts)?;
-/// let b = Event::open_with(&name, &opts)?;
-/// let info = b.info();
-/// assert_eq!((info.name(), info.kind()), (name.as_str(), ObjectKind::Event));
-/// assert_eq!(info.instance_id(), a.info().instance_id()); // one object
-/// assert_eq!(info.creator_pid(), std::process::id());
-/// # Event::unlink_with(&name, &opts)?;
-/// # Ok::<(), shmsync::OpenError>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SegmentInfo {
-    name: String,
-    path: PathBuf,
-    kind: ObjectKind,
-    instance_id: u64,
-    creator_pid: u32,
-    len: usize,
-}
-
-impl SegmentInfo {
-    /// The object's name, as given to `create` or `open`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The file that backs the segment (`/dev/shm/<name>` by default). Once the name is
-    /// unlinked it may be absent, or belong to another segment.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The kind of object the segment holds.
-    pub fn kind(&self) -> ObjectKind {
-        self.kind
-    }
-
-    /// A random, non-zero number chosen by the creator. Two handles with the same
-    /// instance id map the same segment; a name unlinked and created again gets a new one.
-    pub fn instance_id(&self) -> u64 {
-        self.instance_id
-    }
-
-    /// The process id of the creator, as seen in the creator's pid namespace. The
-    /// process may have exited since, and the number may have been reused.
-    pub fn creator_pid(&self) -> u32 {
-        self.creator_pid
-    }
-
-    /// The length of the whole mapping in bytes, header included.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Always false: a segment holds at least its header. Present for symmetry with `len`.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
+pub use options::{Options, Stale};
+pub use scope::Scope;
 
 /// Where a segment's bytes live.
 enum Memory {
@@ -138,6 +76,15 @@ impl Drop for Memory {
     }
 }
 
+/// A handle's registration as an attacher of a named segment: the descriptor that holds
+/// its attach lock (closing it is detaching, which the kernel does for a dead process),
+/// and the record it claimed, if one was free.
+struct Attachment {
+    fd: OwnedFd,
+    pid: u32,
+    record: Option<usize>,
+}
+
 /// A mapped, validated segment: the header plus a payload whose bounds were checked
 /// against the mapping.
 pub(crate) struct Segment {
@@ -145,7 +92,29 @@ pub(crate) struct Segment {
     payload_offset: usize,
     payload_len: usize,
     capacity: u64,
+    attach_offset: usize,
+    attach_slots: usize,
+    attachment: Option<Attachment>,
     info: SegmentInfo,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let Some(attachment) = self.attachment.take() else { return };
+        #[allow(irrefutable_let_patterns)] // the heap variant exists only in unit tests
+        if let Memory::Mapped(map) = &self.memory {
+            if crate::wake::robust::any_linked_in(map.as_ptr() as usize, map.len()) {
+                // A leaked guard keeps the mapping (see `Memory`'s drop): the process
+                // still uses the segment, so it stays attached too.
+                std::mem::forget(attachment.fd);
+                return;
+            }
+        }
+        if let Some(slot) = attachment.record {
+            attach::release(self.records(), slot, attachment.pid);
+        }
+        // Closing the descriptor drops the attach lock.
+    }
 }
 
 // SAFETY: a Segment is a handle to memory that many processes share anyway; it has no
@@ -184,27 +153,129 @@ impl Segment {
     ) -> Result<Self, OpenError> {
         validate_name(name)?;
         check_mode(opts.mode)?;
-        let placement = spec.placement()?;
         let path = opts.path_of(name);
+        let mut init = Some(init);
+        let segment = match Self::create_file(&path, name, spec, opts, &mut init) {
+            Err(OpenError::AlreadyExists { .. }) if opts.stale != Stale::Reuse => {
+                Self::replace_stale(&path, name, spec, opts, &mut init)
+            }
+            done => done,
+        }?;
+        if let (Some(scope), Some(attachment)) = (&opts.scope, &segment.attachment) {
+            scope.register(&path, attachment.fd.as_fd());
+        }
+        Ok(segment)
+    }
 
+    /// Creates the segment file at `path` (which must not exist) for the object `name`.
+    /// `init` is taken only once the file is ours.
+    fn create_file(
+        path: &Path,
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: &mut Option<impl FnOnce(NonNull<u8>)>,
+    ) -> Result<Self, OpenError> {
+        let placement = spec.placement()?;
         let flags =
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
             match e {
                 // The name is new by definition; ENOENT means the directory is missing.
                 Errno::NOENT => OpenError::Io(std::io::Error::from_raw_os_error(e.raw_os_error())),
                 other => OpenError::from(other),
             }
         })?;
-        let undo = UnlinkOnDrop::new(&path, &fd)?;
+        let undo = UnlinkOnDrop::new(path, &fd)?;
+        // Attached before anything else: from here on `gc` sees a live creator.
+        let pid = current_pid();
+        attach::lock(fd.as_fd(), pid, &Deadline::after(opts.open_timeout))
+            .map_err(OpenError::Io)?;
 
         // After the create, so the umask (which only applies to open's mode) cannot
         // change the bits the caller asked for.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(opts.mode))?;
-        let (memory, v) = fill(&fd, spec, &placement, init)?;
+        let run_init = |payload| {
+            if let Some(f) = init.take() {
+                f(payload);
+            }
+        };
+        let (memory, v) = fill(&fd, spec, &placement, run_init)?;
         undo.disarm();
 
-        Ok(Self::assemble(memory, name, path, spec.expected.kind, v, placement.segment_len))
+        let mut segment = Self::assemble(
+            memory,
+            name,
+            path.to_path_buf(),
+            spec.expected.kind,
+            v,
+            placement.segment_len,
+        );
+        segment.attach(fd, pid);
+        Ok(segment)
+    }
+
+    /// The name is taken: if by a stale object (see [`Stale`]), replace it or report it
+    /// as `opts` says; otherwise `AlreadyExists`.
+    ///
+    /// A replacement is made whole under a temporary name and renamed over the stale one,
+    /// with the stale file's gate held meanwhile: nobody attaches to the old object in
+    /// between, and an opener waiting at its gate finds the name leading elsewhere and
+    /// opens the new one.
+    fn replace_stale(
+        path: &Path,
+        name: &str,
+        spec: &Spec,
+        opts: &Options,
+        init: &mut Option<impl FnOnce(NonNull<u8>)>,
+    ) -> Result<Self, OpenError> {
+        let exists = || OpenError::AlreadyExists { name: String::new() };
+        let Ok(old) = open_existing(path) else { return Err(exists()) };
+        // Held until we return: no attacher gets in while we decide and replace.
+        if !attach::close_gate(old.as_fd()).unwrap_or(false) {
+            return Err(exists());
+        }
+        let Some(dead) = collect::stale_attachers(&old).ok().flatten() else {
+            return Err(exists());
+        };
+        if opts.stale == Stale::Error {
+            return Err(OpenError::Stale { name: String::new(), dead });
+        }
+        let temp = path.with_file_name(format!(
+            ".{}.replacing.{}.{:x}",
+            name.chars().take(100).collect::<String>(),
+            current_pid(),
+            new_instance_id()
+        ));
+        let mut segment = Self::create_file(&temp, name, spec, opts, init)?;
+        let renamed =
+            attach::still_named(old.as_fd(), path) && rustix::fs::rename(&temp, path).is_ok();
+        if !renamed {
+            let _ = rustix::fs::unlink(&temp);
+            return Err(exists());
+        }
+        segment.info.path = path.to_path_buf();
+        Ok(segment)
+    }
+
+    /// Records this handle in the attacher table (the attach lock is already held
+    /// through `fd`) and keeps `fd`, whose closing detaches.
+    fn attach(&mut self, fd: OwnedFd, pid: u32) {
+        let record = attach::claim(self.records(), fd.as_fd(), pid);
+        self.attachment = Some(Attachment { fd, pid, record });
+    }
+
+    /// The attacher table, as validated against the mapping.
+    fn records(&self) -> &[attach::Record] {
+        // SAFETY: `validate` checked that `attach_slots` records from `attach_offset`
+        // (a multiple of 16) lie inside the mapping; a Record is two atomics, valid for
+        // every bit pattern, and lives as long as `self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.memory.base().add(self.attach_offset).as_ptr().cast::<attach::Record>(),
+                self.attach_slots,
+            )
+        }
     }
 
     /// Opens the existing segment `name`, waiting up to `opts.open_timeout` for its
@@ -217,22 +288,30 @@ impl Segment {
     fn open_unnamed(name: &str, want: &Expected, opts: &Options) -> Result<Self, OpenError> {
         validate_name(name)?;
         let path = opts.path_of(name);
-        // O_NONBLOCK: a FIFO planted at the name must not block us (it is refused below).
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let fd = rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| match e {
-            Errno::ISDIR | Errno::NXIO | Errno::NODEV => OpenError::Corrupted,
-            other => OpenError::from(other),
-        })?;
-
         let deadline = Deadline::after(opts.open_timeout);
+        let pid = current_pid();
+        let fd = loop {
+            let fd = open_existing(&path)?;
+            let stat = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+                return Err(OpenError::Corrupted);
+            }
+            if stat.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(OpenError::PermissionDenied);
+            }
+            attach::lock(fd.as_fd(), pid, &deadline).map_err(OpenError::Io)?;
+            // A collector that decided before our lock was in place has unlinked or
+            // replaced the name: open again (the name is gone, or a new object's).
+            if attach::still_named(fd.as_fd(), &path) {
+                break fd;
+            }
+            if deadline.has_passed() {
+                return Err(OpenError::NotFound { name: String::new() });
+            }
+        };
+
         let mut backoff = Backoff::new();
         let mut stat = rustix::fs::fstat(&fd)?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-            return Err(OpenError::Corrupted);
-        }
-        if stat.st_uid != rustix::process::geteuid().as_raw() {
-            return Err(OpenError::PermissionDenied);
-        }
         // The creator sizes the file in one step, so 0 means "not yet" and anything
         // between 0 and a header is not a segment.
         while stat.st_size == 0 {
@@ -258,7 +337,9 @@ impl Segment {
             }
         }
         let v = header.validate(len, want)?;
-        Ok(Self::assemble(memory, name, path, want.kind, v, len))
+        let mut segment = Self::assemble(memory, name, path, want.kind, v, len);
+        segment.attach(fd, pid);
+        Ok(segment)
     }
 
     /// Opens `name`, or creates it if absent, race-free between processes: exactly one
@@ -386,17 +467,24 @@ impl Segment {
         let info = SegmentInfo {
             name: name.to_owned(),
             path,
-            kind,
+            kind: Some(kind),
             instance_id: v.instance_id,
             creator_pid: v.creator_pid,
             // Bounded by MAX_SEGMENT_LEN, so it fits.
             len: usize::try_from(len).unwrap_or(usize::MAX),
+            element_size: v.element.size,
+            capacity: v.capacity,
+            created_at: v.created_at,
+            problem: None,
         };
         Self {
             memory,
             payload_offset: v.payload_offset,
             payload_len: v.payload_len,
             capacity: v.capacity,
+            attach_offset: v.attach_offset,
+            attach_slots: v.attach_slots,
+            attachment: None,
             info,
         }
     }
@@ -491,6 +579,16 @@ fn map(fd: &OwnedFd, len: u64) -> Result<Memory, OpenError> {
         },
     )?;
     Ok(Memory::Mapped(std::mem::ManuallyDrop::new(raw)))
+}
+
+/// Opens an existing segment file for reading and writing.
+fn open_existing(path: &Path) -> Result<OwnedFd, OpenError> {
+    // O_NONBLOCK: a FIFO planted at the name must not block us (it is refused later).
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ISDIR | Errno::NXIO | Errno::NODEV => OpenError::Corrupted,
+        other => OpenError::from(other),
+    })
 }
 
 fn current_pid() -> u32 {
@@ -609,7 +707,8 @@ mod tests {
         let info = seg.info();
         assert_eq!(
             (info.len(), info.kind(), info.creator_pid()),
-            (192, ObjectKind::Shared, current_pid())
+            // Header, payload, and the attacher table (32 records of 16 bytes).
+            (192 + 512, ObjectKind::Shared, current_pid())
         );
         assert_ne!(info.instance_id(), 0);
     }

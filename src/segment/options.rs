@@ -25,13 +25,67 @@ pub struct Options {
     pub(crate) mode: u32,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) open_timeout: Duration,
+    pub(crate) stale: Stale,
+    pub(crate) scope: Option<super::scope::ScopeRef>,
+}
+
+/// What `create` and `open_or_create` do when the name holds a *stale* object: one that
+/// no live process holds and that a process died holding (killed or aborted while
+/// attached), or whose creator died before finishing it. Set with
+/// [`Options::stale`].
+///
+/// An object every user left cleanly (dropped its handles) is not stale: it is kept
+/// data, and `open_or_create` opens it whatever this says. `open` never looks: it opens
+/// what is there.
+///
+/// # Examples
+///
+/// ```
+/// use shmsync::{Options, Stale};
+/// let strict = Options::new().stale(Stale::Error); // tell me, and I decide
+/// # let _ = strict;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stale {
+    /// Replace it with a fresh object, atomically (a `rename` over the name): the
+    /// default. A new run after a crash starts from an empty queue, not from what the
+    /// dead run left, and processes that open the name meanwhile get the new object.
+    #[default]
+    Replace,
+    /// Use it as it is: `open_or_create` opens the dead run's object (with its contents)
+    /// and `create` fails with `AlreadyExists`. What shmsync did before it knew.
+    Reuse,
+    /// Fail with [`OpenError::Stale`](crate::OpenError::Stale), naming the dead
+    /// attachers: the caller decides (`unlink` and create, `gc`, or open it).
+    Error,
 }
 
 impl Options {
-    /// The defaults: mode `0o600`, the POSIX shared-memory directory (`/dev/shm`), and an
-    /// open timeout of one second.
+    /// The defaults: mode `0o600`, the POSIX shared-memory directory (`/dev/shm`), an
+    /// open timeout of one second, and [`Stale::Replace`].
     pub fn new() -> Self {
-        Self { mode: 0o600, dir: None, open_timeout: Duration::from_secs(1) }
+        Self {
+            mode: 0o600,
+            dir: None,
+            open_timeout: Duration::from_secs(1),
+            stale: Stale::Replace,
+            scope: None,
+        }
+    }
+
+    /// Objects created with these options are unlinked when `owner` is dropped (see
+    /// [`Scope`](crate::Scope)). Opening is unaffected: a scope owns what it created.
+    pub fn scope(mut self, owner: &super::Scope) -> Self {
+        self.scope = Some(owner.handle());
+        self
+    }
+
+    /// What `create` and `open_or_create` do with a stale object at the name (one left
+    /// by a crash): see [`Stale`]. The default is [`Stale::Replace`].
+    pub fn stale(mut self, stale: Stale) -> Self {
+        self.stale = stale;
+        self
     }
 
     /// The permission bits of a created segment, applied with `fchmod` after creation so
