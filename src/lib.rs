@@ -167,6 +167,7 @@ compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm")
 // The parts, each a folder with one concern (docs/design.md, "Source layout"). The
 // arrows they may not cross are checked by `.ci/nevers`.
 mod error; // every error type
+mod inspect; // an object's header and state words, decoded (`shmsync inspect`)
 mod layout; // what may live in shared memory: ShmSafe, type tags, kinds, padding
 mod loom; // the one door to std's atomics and cells (swapped for loom's in models)
 mod named; // Lock, Event, Condition, Semaphore: one raw primitive in one segment
@@ -189,6 +190,7 @@ pub use error::{
     LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError,
     TryLockError,
 };
+pub use inspect::inspect;
 #[doc(hidden)]
 pub use layout::Structure as __derive_Structure;
 pub use layout::{ObjectKind, ShmSafe};

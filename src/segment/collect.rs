@@ -154,6 +154,37 @@ fn objects(opts: &Options) -> io::Result<impl Iterator<Item = (String, PathBuf, 
     }))
 }
 
+/// The listing entry of a shmsync file, sound (`v` is `Ok`) or not (the problem).
+fn describe(name: String, path: PathBuf, v: Result<Validated, String>, len: u64) -> SegmentInfo {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    match v {
+        Ok(v) => SegmentInfo {
+            name,
+            path,
+            kind: Some(v.kind),
+            instance_id: v.instance_id,
+            creator_pid: v.creator_pid,
+            len,
+            element_size: v.element.size,
+            capacity: v.capacity,
+            created_at: v.created_at,
+            problem: None,
+        },
+        Err(problem) => SegmentInfo {
+            name,
+            path,
+            kind: None,
+            instance_id: 0,
+            creator_pid: 0,
+            len,
+            element_size: 0,
+            capacity: 0,
+            created_at: 0,
+            problem: Some(problem),
+        },
+    }
+}
+
 /// Every shmsync object in `opts`'s directory (`/dev/shm` unless
 /// [`Options::dir`](crate::Options::dir) says otherwise), sorted by name.
 ///
@@ -188,33 +219,7 @@ pub fn segments(opts: &Options) -> io::Result<Vec<SegmentInfo>> {
     let mut out = Vec::new();
     for (name, path, _fd, found) in objects(opts)? {
         let Found::Object { v, len } = found else { continue };
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        out.push(match v {
-            Ok(v) => SegmentInfo {
-                name,
-                path,
-                kind: Some(v.kind),
-                instance_id: v.instance_id,
-                creator_pid: v.creator_pid,
-                len,
-                element_size: v.element.size,
-                capacity: v.capacity,
-                created_at: v.created_at,
-                problem: None,
-            },
-            Err(problem) => SegmentInfo {
-                name,
-                path,
-                kind: None,
-                instance_id: 0,
-                creator_pid: 0,
-                len,
-                element_size: 0,
-                capacity: 0,
-                created_at: 0,
-                problem: Some(problem),
-            },
-        });
+        out.push(describe(name, path, v, len));
     }
     out.sort_by(|a, b| a.name().cmp(b.name()));
     Ok(out)
@@ -285,4 +290,40 @@ fn collect(opts: &Options, unlink: bool) -> io::Result<Vec<String>> {
     }
     removed.sort();
     Ok(removed)
+}
+
+/// The object `name` in `opts`'s directory as `segments` would list it, and up to
+/// `prefix` bytes of its payload (read with `pread`, not mapped, without attaching): for
+/// [`inspect`](crate::inspect).
+///
+/// # Errors
+///
+/// `InvalidName`, `NotFound`, `PermissionDenied`; `Corrupted` for a file that is not a
+/// shmsync object.
+pub(crate) fn read_object(
+    name: &str,
+    opts: &Options,
+    prefix: usize,
+) -> Result<(SegmentInfo, Vec<u8>), OpenError> {
+    validate_name(name)?;
+    let path = opts.path_of(name);
+    let fd = open_file(&path).map_err(|e| open_error(e).named(name))?;
+    let Found::Object { v, len } = examine(&fd).map_err(open_error)? else {
+        return Err(OpenError::Corrupted);
+    };
+    let info = describe(name.to_owned(), path, v.clone(), len);
+    let Ok(v) = v else { return Ok((info, Vec::new())) };
+    let mut payload = vec![0u8; prefix.min(v.payload_len)];
+    let read =
+        rustix::io::pread(&fd, &mut payload, v.payload_offset as u64).map_err(OpenError::from)?;
+    payload.truncate(read);
+    Ok((info, payload))
+}
+
+/// An I/O error as the `OpenError` its errno stands for.
+fn open_error(e: io::Error) -> OpenError {
+    match rustix::io::Errno::from_io_error(&e) {
+        Some(errno) => OpenError::from(errno),
+        None => OpenError::Io(e),
+    }
 }

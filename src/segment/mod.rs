@@ -26,6 +26,7 @@ use crate::OpenError;
 use crate::layout::ObjectKind;
 use crate::wake::futex::Deadline;
 
+pub(crate) use collect::read_object;
 pub use collect::{gc, gc_dry_run, segments};
 pub(crate) use header::{Element, Expected, Spec};
 use header::{HEADER_LEN, Header, MAX_SEGMENT_LEN, State, Validated};
