@@ -202,7 +202,9 @@ pub use process::{Pool, PoolError, Process, ProcessError};
 pub use raw::LockGuard;
 #[cfg(not(loom))]
 pub use rings::{mpmc, spsc};
-pub use segment::{Attacher, Options, Scope, SegmentInfo, Stale, gc, gc_dry_run, segments};
+pub use segment::{
+    Attacher, Inheritable, Options, Scope, SegmentInfo, Stale, gc, gc_dry_run, segments,
+};
 pub use shmsync_derive::{Pod, Zeroable};
 pub use values::{
     Array, ArrayGuard, Dict, FixedStr, FixedStrError, List, ListGuard, Shared, Value,

@@ -369,3 +369,87 @@ fn gc_looping_while_four_processes_churn_never_removes_a_live_object() {
     assert!(passes > 100 && removed > 0, "{passes} gc passes removed {removed}");
     eprintln!("gc: {passes} passes removed {removed} objects; {bumps} rounds by 4 processes");
 }
+
+/// In a child started with the queue's descriptor: tries to resize the memfd both ways
+/// (the seals must refuse), then sums the values the parent pushed and pushes the sum.
+/// Returns the sum, or `u64::MAX` if a resize went through.
+fn sum_anonymous(token: shmsync::Inheritable) -> u64 {
+    let q = mpmc::Queue::<u64>::open_inherited(token).unwrap();
+    for len in [0, 1 << 20] {
+        // SAFETY: ftruncate on the inherited descriptor, which this child holds.
+        if unsafe { libc::ftruncate(token.fd(), len) } == 0 {
+            return u64::MAX;
+        }
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+    }
+    let sum = (0..50).map(|_| q.pop_timeout(LIMIT).unwrap()).sum();
+    q.push(sum).unwrap();
+    sum
+}
+
+/// A pool task's argument: the inherited queue and a number.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Job {
+    token: shmsync::Inheritable,
+    x: u64,
+}
+// SAFETY: repr(C) of an 8-byte Pod and a u64: no padding, every bit pattern valid.
+unsafe impl shmsync::Zeroable for Job {}
+// SAFETY: as above.
+unsafe impl shmsync::Pod for Job {}
+
+/// A pool task: pushes `x * 10` into the anonymous queue the workers inherited.
+fn push_times_ten(job: Job) -> u32 {
+    let q = mpmc::Queue::<u64>::open_inherited(job.token).unwrap();
+    q.push(job.x * 10).unwrap();
+    std::process::id()
+}
+
+/// Opens the token in a child that was not given the descriptor: 1 for `NotFound`.
+fn open_without(token: shmsync::Inheritable) -> u32 {
+    match mpmc::Queue::<u64>::open_inherited(token) {
+        Err(OpenError::NotFound { .. }) => 1,
+        Err(_) => 2,
+        Ok(_) => 0,
+    }
+}
+
+#[test]
+fn a_sealed_anonymous_queue_reaches_a_child_and_a_pool_and_leaves_nothing_in_dev_shm() {
+    use std::os::unix::fs::MetadataExt;
+    shmsync::process::init();
+    let q = mpmc::Queue::<u64>::create_anonymous(64).unwrap();
+    assert!(q.info().path().starts_with("/proc/self/fd"), "{:?}", q.info().path());
+    let token = q.inheritable().unwrap();
+    let memfd = std::fs::metadata(format!("/proc/self/fd/{}", token.fd())).unwrap();
+    let in_dev_shm = || {
+        std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .any(|m| m.dev() == memfd.dev() && m.ino() == memfd.ino())
+    };
+    assert!(!in_dev_shm());
+    for v in 0..50 {
+        q.push(v).unwrap();
+    }
+    let child = shmsync::Process::builder().inherit(token).spawn(sum_anonymous, token).unwrap();
+    assert_eq!(child.join_timeout(LIMIT).unwrap(), (0..50).sum::<u64>(), "no resize went through");
+    assert_eq!(q.pop_timeout(LIMIT).unwrap(), (0..50).sum::<u64>());
+
+    // Without `inherit` the child does not have the descriptor: a clear error, not a crash.
+    let p = shmsync::Process::spawn(open_without, token).unwrap();
+    assert_eq!(p.join_timeout(LIMIT).unwrap(), 1);
+
+    // A pool's workers inherit it at start.
+    let pool = shmsync::process::Pool::builder().processes(2).inherit(token).build().unwrap();
+    let jobs: Vec<Job> = (1..=8).map(|x| Job { token, x }).collect();
+    let pids: Vec<u32> = pool.map(push_times_ten, &jobs).unwrap();
+    assert_eq!(pids.len(), 8);
+    let mut got: Vec<u64> = (0..8).map(|_| q.pop_timeout(LIMIT).unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=8).map(|x| x * 10).collect::<Vec<_>>());
+    pool.close();
+    pool.join().unwrap();
+    assert!(!in_dev_shm(), "the queue never had a name");
+}

@@ -341,6 +341,7 @@ struct Config {
     initializer: Option<fn()>,
     max_tasks_per_child: Option<usize>,
     chunksize: Option<usize>,
+    inherit: Vec<crate::Inheritable>,
 }
 
 struct Inner {
@@ -389,9 +390,19 @@ pub struct PoolBuilder {
     initializer: Option<fn()>,
     max_tasks_per_child: Option<usize>,
     chunksize: Option<usize>,
+    inherit: Vec<crate::Inheritable>,
 }
 
 impl PoolBuilder {
+    /// Every worker (replacements too) inherits this anonymous object's descriptor, as
+    /// [`Builder::inherit`](super::Builder::inherit) does for one process: pass the token
+    /// in the tasks' arguments and open it in the task with the type's `open_inherited`.
+    #[must_use]
+    pub fn inherit(mut self, object: crate::Inheritable) -> Self {
+        self.inherit.push(object);
+        self
+    }
+
     /// How many worker processes (default: [`cpu_count`](super::cpu_count)).
     #[must_use]
     pub fn processes(mut self, n: usize) -> Self {
@@ -431,7 +442,7 @@ impl PoolBuilder {
         let processes = self.processes.unwrap_or_else(super::cpu_count).max(1);
         let capacity = (processes * (IN_FLIGHT + 2)).next_power_of_two().max(16);
         let (results, results_fd) =
-            mpmc::Queue::<Cell>::create_anonymous("shmsync-pool-results", capacity)
+            mpmc::Queue::<Cell>::create_anonymous_with_fd("shmsync-pool-results", capacity)
                 .map_err(|e| PoolError::Spawn(io::Error::other(e)))?;
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -452,6 +463,7 @@ impl PoolBuilder {
                 initializer: self.initializer,
                 max_tasks_per_child: self.max_tasks_per_child,
                 chunksize: self.chunksize,
+                inherit: self.inherit,
             },
         });
         {
@@ -474,7 +486,7 @@ impl Inner {
         let id = state.next_worker;
         state.next_worker += 1;
         let (tasks, task_fd) =
-            spsc::Producer::<Cell>::create_anonymous("shmsync-pool-tasks", IN_FLIGHT)
+            spsc::Producer::<Cell>::create_anonymous_with_fd("shmsync-pool-tasks", IN_FLIGHT)
                 .map_err(|e| PoolError::Spawn(io::Error::other(e)))?;
         let fds = [task_fd.as_raw_fd(), self.results_fd.as_raw_fd()];
         let init = self.config.initializer.map_or(0, child::address);
@@ -483,7 +495,9 @@ impl Inner {
         orders_fds.push(id as RawFd);
         let orders = child::orders(entry, init, &orders_fds, &format!("PoolWorker-{}", id + 1))
             .map_err(PoolError::Spawn)?;
-        let child = start(orders, &fds, true).map_err(PoolError::Spawn)?;
+        let mut inherited = fds.to_vec();
+        inherited.extend(self.config.inherit.iter().map(crate::Inheritable::fd));
+        let child = start(orders, &inherited, true).map_err(PoolError::Spawn)?;
         // The child has its own copy of the descriptor now.
         drop(task_fd);
         Ok(Worker {

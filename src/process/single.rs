@@ -269,10 +269,11 @@ pub struct Process<R = ()> {
     _result: PhantomData<fn() -> R>,
 }
 
-/// Options for a [`Process`]: its name.
+/// Options for a [`Process`]: its name, and the anonymous objects it inherits.
 #[derive(Clone, Debug, Default)]
 pub struct Builder {
     name: Option<String>,
+    inherit: Vec<crate::Inheritable>,
 }
 
 impl Process<()> {
@@ -442,6 +443,16 @@ impl Builder {
         self
     }
 
+    /// The child inherits this anonymous object's descriptor (made by a
+    /// `create_anonymous`; see [`Inheritable`](crate::Inheritable)), under the same
+    /// number: pass the token to the child too, and open it there with the type's
+    /// `open_inherited`. Only this child gets it; the descriptor stays close-on-exec here.
+    #[must_use]
+    pub fn inherit(mut self, object: crate::Inheritable) -> Self {
+        self.inherit.push(object);
+        self
+    }
+
     /// Runs `f(arg)` in a new process: see [`Process::spawn`].
     ///
     /// # Errors
@@ -468,7 +479,9 @@ impl Builder {
         let entry: Entry = run_in_child::<A, R>;
         let orders =
             child::orders(entry, child::address(f), &fds, &name).map_err(ProcessError::Spawn)?;
-        let child = start(orders, &fds, false).map_err(ProcessError::Spawn)?;
+        let mut inherited = fds.to_vec();
+        inherited.extend(self.inherit.iter().map(crate::Inheritable::fd));
+        let child = start(orders, &inherited, false).map_err(ProcessError::Spawn)?;
         Ok(Process {
             pid: child.id(),
             child: Mutex::new(child),

@@ -9,6 +9,7 @@ mod collect;
 pub(crate) mod constructors;
 mod header;
 mod info;
+mod inherit;
 mod name;
 pub(crate) mod object;
 mod options;
@@ -31,6 +32,7 @@ pub use collect::{gc, gc_dry_run, segments};
 pub(crate) use header::{Element, Expected, Spec};
 use header::{HEADER_LEN, Header, MAX_SEGMENT_LEN, State, Validated};
 pub use info::{Attacher, SegmentInfo};
+pub use inherit::Inheritable;
 pub(crate) use name::validate_name;
 pub use options::{Options, Stale};
 pub use scope::Scope;
@@ -96,6 +98,8 @@ pub(crate) struct Segment {
     attach_offset: usize,
     attach_slots: usize,
     attachment: Option<Attachment>,
+    /// An anonymous segment's memfd (kept so that it can be handed to children).
+    memfd: Option<OwnedFd>,
     info: SegmentInfo,
 }
 
@@ -405,9 +409,24 @@ impl Segment {
         let (memory, v) = fill(&fd, spec, &placement, init)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let segment =
+        let mut segment =
             Self::assemble(memory, label, path, spec.expected.kind, v, placement.segment_len);
+        segment.memfd = Some(rustix::io::fcntl_dupfd_cloexec(&fd, 0)?);
         Ok((segment, fd))
+    }
+
+    /// The anonymous segment's descriptor as a child inherits it (`None` for a named
+    /// one).
+    pub(crate) fn inheritable(&self) -> Option<Inheritable> {
+        self.memfd.as_ref().map(Inheritable::of)
+    }
+
+    /// Maps the anonymous segment behind an inherited descriptor (see [`Inheritable`]).
+    pub(crate) fn open_inherited(token: Inheritable, want: &Expected) -> Result<Self, OpenError> {
+        let fd = token.take()?;
+        let mut segment = Self::open_fd(&fd, "anonymous", want)?;
+        segment.memfd = Some(fd);
+        Ok(segment)
     }
 
     /// Maps the segment behind an inherited descriptor (made by
@@ -486,6 +505,7 @@ impl Segment {
             attach_offset: v.attach_offset,
             attach_slots: v.attach_slots,
             attachment: None,
+            memfd: None,
             info,
         }
     }

@@ -232,7 +232,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     }
     /// An unnamed queue in a memfd segment: the descriptor hands it to child processes,
     /// which open it with [`open_fd`](Self::open_fd).
-    pub(crate) fn create_anonymous(
+    pub(crate) fn create_anonymous_with_fd(
         label: &str,
         capacity: usize,
     ) -> Result<(Self, std::os::fd::OwnedFd), OpenError> {
@@ -240,6 +240,58 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         let (segment, fd) =
             Segment::create_anonymous(label, &spec, Self::initialise(spec.capacity))?;
         Ok((Self::attach(segment)?, fd))
+    }
+
+    /// Creates a queue with no name, in a sealed `memfd`: nothing in `/dev/shm`, nothing
+    /// to clean up (it goes with the last descriptor and mapping), and no holder can
+    /// shrink or grow it (the seals refuse `ftruncate`, so nobody can make the others'
+    /// mappings fault). Hand it to children with [`inheritable`](Self::inheritable) and
+    /// [`process::Builder::inherit`](crate::process::Builder::inherit) (or
+    /// [`PoolBuilder::inherit`](crate::process::PoolBuilder::inherit)); they open it with
+    /// [`open_inherited`](Self::open_inherited).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidCapacity`, `NoSpace`, and `Io` if the memfd cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmsync::{Process, mpmc};
+    ///
+    /// fn child(token: shmsync::Inheritable) -> u64 {
+    ///     let q = mpmc::Queue::<u64>::open_inherited(token).unwrap();
+    ///     q.pop().unwrap() * 2
+    /// }
+    ///
+    /// # shmsync::process::init();
+    /// let q = mpmc::Queue::<u64>::create_anonymous(16)?;
+    /// q.push(21)?;
+    /// let token = q.inheritable().unwrap();
+    /// let p = Process::builder().inherit(token).spawn(child, token)?;
+    /// assert_eq!(p.join()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_anonymous(capacity: usize) -> Result<Self, OpenError> {
+        Self::create_anonymous_with_fd("shmsync-mpmc", capacity).map(|(q, _)| q)
+    }
+
+    /// For an anonymous queue: its descriptor as a child process inherits it. `None` for
+    /// a named queue (open it by name).
+    pub fn inheritable(&self) -> Option<crate::Inheritable> {
+        self.inner.segment.inheritable()
+    }
+
+    /// Opens an anonymous queue whose descriptor this process inherited (see
+    /// [`Inheritable`](crate::Inheritable)).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if the descriptor is not open here (the child was not started with
+    /// `inherit`), `Corrupted` if it is not a sealed shmsync segment, the layout errors of
+    /// `open`, and `Busy` if 64 processes have the queue open.
+    pub fn open_inherited(token: crate::Inheritable) -> Result<Self, OpenError> {
+        Self::attach(Segment::open_inherited(token, &Self::expected())?)
     }
 
     /// Opens the unnamed queue behind an inherited descriptor.

@@ -179,6 +179,24 @@ macro_rules! queue_end_common {
             pub fn info(&self) -> &SegmentInfo {
                 self.queue.segment.info()
             }
+
+            /// For an anonymous queue ([`Producer::create_anonymous`]): its descriptor as
+            /// a child process inherits it. `None` for a named queue (open it by name).
+            pub fn inheritable(&self) -> Option<crate::Inheritable> {
+                self.queue.segment.inheritable()
+            }
+
+            #[doc = concat!("Opens the ", $what, "'s end of an anonymous queue whose descriptor this process inherited (see [`Inheritable`](crate::Inheritable)).")]
+            ///
+            /// # Errors
+            ///
+            /// `NotFound` if the descriptor is not open here (the child was not started
+            /// with `inherit`), `Corrupted` if it is not a sealed shmsync segment, the
+            /// layout errors of `open`, and `Busy` if the end is held.
+            pub fn open_inherited(token: crate::Inheritable) -> Result<Self, OpenError> {
+                let segment = Segment::open_inherited(token, &Queue::<T>::expected())?;
+                Self::attach(Queue::adopt(segment)?)
+            }
         }
 
         impl<T: bytemuck::Pod + crate::ShmSafe> std::fmt::Debug for $end<T> {
@@ -228,13 +246,27 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
     /// An unnamed queue (a memfd segment) with this end taken: the descriptor hands the
     /// queue to a child process, which opens the consumer's end with
     /// [`Consumer::open_fd`].
-    pub(crate) fn create_anonymous(
+    pub(crate) fn create_anonymous_with_fd(
         label: &str,
         capacity: usize,
     ) -> Result<(Self, std::os::fd::OwnedFd), OpenError> {
         let spec = Queue::<T>::layout().spec(capacity)?;
         let (segment, fd) = Segment::create_anonymous(label, &spec, |_| {})?;
         Ok((Self::attach(Queue::adopt(segment)?)?, fd))
+    }
+
+    /// Creates a queue with no name, in a sealed `memfd`: nothing in `/dev/shm`, nothing
+    /// to clean up (it goes with the last descriptor and mapping), and no holder can
+    /// shrink or grow it (the seals refuse `ftruncate`, so nobody can make the others'
+    /// mappings fault). Hand it to a child with [`inheritable`](Self::inheritable) and
+    /// [`process::Builder::inherit`](crate::process::Builder::inherit); the child opens
+    /// its end with [`Consumer::open_inherited`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidCapacity`, `NoSpace`, and `Io` if the memfd cannot be made.
+    pub fn create_anonymous(capacity: usize) -> Result<Self, OpenError> {
+        Self::create_anonymous_with_fd("shmsync-spsc", capacity).map(|(q, _)| q)
     }
 
     fn attach(queue: Queue<T>) -> Result<Self, OpenError> {
