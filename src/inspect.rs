@@ -74,6 +74,7 @@ pub fn inspect(
     put("kind", format!("{:?}", info.kind()));
     put("size", info.size().to_string());
     put("element_size", info.element_size().to_string());
+    put("type_tag", format!("{:#018x}", info.type_tag()));
     put("capacity", info.capacity().to_string());
     put("instance_id", format!("{:#018x}", info.instance_id()));
     put("creator_pid", info.creator_pid().to_string());

@@ -6,7 +6,8 @@
 //!   `(offset, byte)` patches, which reaches the checks behind the magic and state words.
 //!
 //! Whatever the bytes, `open` must return a segment or a typed error (never `Io`, never a
-//! panic, never a hang: the open timeout is zero), and an opened segment must be readable.
+//! panic, never a hang: the open timeout is zero), and an opened segment must be readable;
+//! `segments`, `attached`, `inspect` and `gc_dry_run` must cope with the file too.
 #![no_main]
 
 use std::path::PathBuf;
@@ -91,4 +92,11 @@ fuzz_target!(|data: &[u8]| {
         2 => check::<[u8; 200]>(&opts),
         _ => check::<[u64; 3]>(&opts),
     }
+    // The tools read the same bytes: listing, attachers, inspection and a dry collection
+    // must describe or refuse them, never panic or loop.
+    for info in shmsync::segments(&opts).unwrap_or_default() {
+        let _ = info.attached();
+    }
+    let _ = shmsync::inspect(NAME, &opts);
+    let _ = shmsync::gc_dry_run(&opts);
 });

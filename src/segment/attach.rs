@@ -235,8 +235,10 @@ pub(crate) fn close_gate(fd: BorrowedFd<'_>) -> io::Result<bool> {
 
 /// Whether `fd` and `path` are the same file (the name was not unlinked or replaced).
 pub(crate) fn still_named(fd: BorrowedFd<'_>, path: &Path) -> bool {
-    match (rustix::fs::fstat(fd), rustix::fs::stat(path)) {
-        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
-        _ => false,
-    }
+    rustix::fs::fstat(fd).is_ok_and(|st| still_names(path, &st))
+}
+
+/// Whether `path` still leads to the file whose `fstat` is `ours`.
+pub(crate) fn still_names(path: &Path, ours: &rustix::fs::Stat) -> bool {
+    rustix::fs::stat(path).is_ok_and(|b| ours.st_dev == b.st_dev && ours.st_ino == b.st_ino)
 }

@@ -35,6 +35,7 @@ pub struct SegmentInfo {
     pub(super) creator_pid: u32,
     pub(super) len: usize,
     pub(super) element_size: u64,
+    pub(super) type_tag: u64,
     pub(super) capacity: u64,
     pub(super) created_at: u64,
     pub(super) problem: Option<String>,
@@ -95,6 +96,13 @@ impl SegmentInfo {
     /// `Shared<T>`'s whole `T`), as the header records it.
     pub fn element_size(&self) -> u64 {
         self.element_size
+    }
+
+    /// The element type's tag as the header records it (see
+    /// [`ShmSafe::type_tag`](crate::ShmSafe::type_tag)): two programs' types match when
+    /// their tags do.
+    pub fn type_tag(&self) -> u64 {
+        self.type_tag
     }
 
     /// The capacity the creator recorded: a queue's or list's slots, a dict's entries, an

@@ -295,7 +295,7 @@ impl Segment {
         let path = opts.path_of(name);
         let deadline = Deadline::after(opts.open_timeout);
         let pid = current_pid();
-        let fd = loop {
+        let (fd, mut stat) = loop {
             let fd = open_existing(&path)?;
             let stat = rustix::fs::fstat(&fd)?;
             if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
@@ -307,8 +307,8 @@ impl Segment {
             attach::lock(fd.as_fd(), pid, &deadline).map_err(OpenError::Io)?;
             // A collector that decided before our lock was in place has unlinked or
             // replaced the name: open again (the name is gone, or a new object's).
-            if attach::still_named(fd.as_fd(), &path) {
-                break fd;
+            if attach::still_names(&path, &stat) {
+                break (fd, stat);
             }
             if deadline.has_passed() {
                 return Err(OpenError::NotFound { name: String::new() });
@@ -316,7 +316,6 @@ impl Segment {
         };
 
         let mut backoff = Backoff::new();
-        let mut stat = rustix::fs::fstat(&fd)?;
         // The creator sizes the file in one step, so 0 means "not yet" and anything
         // between 0 and a header is not a segment.
         while stat.st_size == 0 {
@@ -493,6 +492,7 @@ impl Segment {
             // Bounded by MAX_SEGMENT_LEN, so it fits.
             len: usize::try_from(len).unwrap_or(usize::MAX),
             element_size: v.element.size,
+            type_tag: v.element.type_tag,
             capacity: v.capacity,
             created_at: v.created_at,
             problem: None,
