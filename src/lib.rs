@@ -196,7 +196,7 @@ pub use layout::Structure as __derive_Structure;
 pub use layout::{ObjectKind, ShmSafe};
 pub use named::{Barrier, Condition, Event, Lock, RLock, Semaphore};
 #[cfg(not(loom))]
-pub use pipe::{Connection, End, Message, Pipe};
+pub use pipe::{Connection, End, Incoming, Message, Pipe};
 #[cfg(not(loom))]
 pub use process::{Pool, PoolError, Process, ProcessError};
 pub use raw::LockGuard;

@@ -634,6 +634,33 @@ impl Connection {
         Ok(msg.len())
     }
 
+    /// The messages as they come, each copied into a `Vec<u8>`, waiting for each, until
+    /// the peer is gone and everything it sent was received (`Disconnected`): Python's
+    /// `while True: conn.recv()` up to `EOFError`, or crossbeam-channel's `iter`.
+    ///
+    /// It also ends on `SendOnly` and `Corrupted`; call [`recv`](Self::recv) afterwards to
+    /// tell them apart. [`recv`](Self::recv) itself reads in place, without the copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmsync::{Options, Pipe, End};
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-incoming-{}", std::process::id());
+    /// let mut a = Pipe::create_with(&name, 4096, &opts)?;
+    /// let mut b = Pipe::open_with(&name, &opts)?; // usually another process
+    /// b.send(b"one")?;
+    /// b.send(b"two")?;
+    /// drop(b);
+    /// let got: Vec<Vec<u8>> = a.incoming().collect();
+    /// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    /// # Pipe::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn incoming(&mut self) -> Incoming<'_> {
+        Incoming { connection: self }
+    }
+
     /// Waits at most `timeout` until [`recv`](Self::recv) would not block: a message is
     /// waiting, or the peer is gone, or the pipe is corrupted. `false` after the timeout,
     /// and at once on the sending end of a one-way pipe.
@@ -846,5 +873,20 @@ impl io::Write for Connection {
     /// Nothing to do: every `write` is published when it returns.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The messages of a [`Connection`], as [`Connection::incoming`] gives them.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    connection: &'a mut Connection,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.connection.recv_into(&mut buf).ok().map(|_| buf)
     }
 }

@@ -48,4 +48,4 @@ pub(crate) mod byte_ring;
 mod connection;
 
 #[cfg(not(loom))]
-pub use connection::{Connection, End, Message, Pipe};
+pub use connection::{Connection, End, Incoming, Message, Pipe};

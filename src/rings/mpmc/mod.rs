@@ -43,4 +43,9 @@ mod handles;
 pub(crate) mod ring;
 
 #[cfg(not(loom))]
+mod iter;
+
+#[cfg(not(loom))]
 pub use handles::Queue;
+#[cfg(not(loom))]
+pub use iter::{IntoIter, Iter, TryIter};

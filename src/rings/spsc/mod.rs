@@ -33,4 +33,9 @@ mod handles;
 pub(crate) mod ring;
 
 #[cfg(not(loom))]
+mod iter;
+
+#[cfg(not(loom))]
 pub use handles::{Consumer, Producer, ReadChunk, WriteChunk};
+#[cfg(not(loom))]
+pub use iter::{IntoIter, Iter, TryIter};
