@@ -453,3 +453,28 @@ fn a_sealed_anonymous_queue_reaches_a_child_and_a_pool_and_leaves_nothing_in_dev
     pool.join().unwrap();
     assert!(!in_dev_shm(), "the queue never had a name");
 }
+
+#[test]
+fn a_creator_killed_before_its_header_leaves_a_file_that_create_replaces_and_gc_leaves() {
+    let dir = Dir::new("unborn");
+    // What a creator killed right after `open(O_CREAT | O_EXCL)` leaves, and one killed
+    // after sizing the file but before writing the header.
+    std::fs::write(dir.0.join("empty"), b"").unwrap();
+    std::fs::write(dir.0.join("zeroed"), vec![0u8; 4096]).unwrap();
+    let quick = dir.opts().open_timeout(Duration::from_millis(50));
+    for name in ["empty", "zeroed"] {
+        assert!(matches!(
+            Queue::open_or_create_with(name, 8, &quick.clone().stale(Stale::Reuse)),
+            Err(OpenError::NotInitialized { .. } | OpenError::Corrupted)
+        ));
+    }
+    // Nobody's: gc does not know them for shmsync's (an empty file may be anyone's)...
+    assert_eq!(shmsync::gc(&dir.opts()).unwrap(), Vec::<String>::new());
+    assert!(shmsync::segments(&dir.opts()).unwrap().is_empty());
+    // ... but asked for that name, shmsync replaces them.
+    let q = Queue::open_or_create_with("empty", 8, &quick).unwrap();
+    q.push(1).unwrap();
+    let c = Queue::create_with("zeroed", 8, &quick).unwrap();
+    assert_eq!((q.len(), c.len()), (1, 0));
+    assert_eq!(dir.names(), ["empty", "zeroed"]);
+}

@@ -23,6 +23,10 @@ struct HeaderBytes([u8; HEADER_LEN]);
 enum Found {
     /// Not a shmsync object (too short, another magic number): skipped silently.
     Foreign,
+    /// Empty, or a zero header: what a creator leaves if it dies before writing its
+    /// header (it sizes the file in one step). Possibly another program's empty file
+    /// too, so listings and `gc` skip it; only `create` at its name replaces it.
+    Unborn,
     /// A shmsync object, sound or not.
     Object { v: Result<Validated, String>, len: u64 },
 }
@@ -41,9 +45,15 @@ fn examine(fd: &OwnedFd) -> io::Result<Found> {
         return Ok(Found::Foreign);
     }
     let len = u64::try_from(stat.st_size).unwrap_or(0);
+    if len == 0 {
+        return Ok(Found::Unborn);
+    }
     let mut bytes = HeaderBytes([0; HEADER_LEN]);
     if len < HEADER_LEN as u64 || rustix::io::pread(fd, &mut bytes.0, 0)? < HEADER_LEN {
         return Ok(Found::Foreign);
+    }
+    if bytes.0.iter().all(|&b| b == 0) {
+        return Ok(Found::Unborn);
     }
     if u64::from_le_bytes(bytes.0[..8].try_into().unwrap_or_default()) != MAGIC {
         return Ok(Found::Foreign);
@@ -113,14 +123,16 @@ pub(super) fn attachers(path: &Path, instance: Option<u64>) -> io::Result<Vec<At
 }
 
 /// If the open file is a stale object (nobody alive attached, and somebody died attached
-/// or its creator never finished it): the pids that died attached. `None` if it is not
-/// stale, or not a shmsync object at all.
+/// or its creator never finished it, even an empty file): the pids that died attached.
+/// `None` if it is not stale, or not a shmsync object at all.
 pub(super) fn stale_attachers(fd: &OwnedFd) -> io::Result<Option<Vec<u32>>> {
     if !attach::live_pids(fd.as_fd())?.is_empty() {
         return Ok(None);
     }
     Ok(match examine(fd)? {
         Found::Foreign => None,
+        // Its creator would hold its lock while making it: it died.
+        Found::Unborn => Some(Vec::new()),
         Found::Object { v: Ok(v), .. } => {
             let mut dead: Vec<u32> =
                 records_of(fd, &v)?.iter().filter(|s| !s.detached).map(|s| s.pid).collect();

@@ -196,6 +196,11 @@ impl Segment {
         let pid = current_pid();
         attach::lock(fd.as_fd(), pid, &Deadline::after(opts.open_timeout))
             .map_err(OpenError::Io)?;
+        // Before our lock, our empty file looked like a dead creator's to a `create`
+        // elsewhere, which may have replaced it: then the name is theirs.
+        if !attach::still_names(path, &rustix::fs::fstat(&fd)?) {
+            return Err(OpenError::AlreadyExists { name: String::new() });
+        }
 
         // After the create, so the umask (which only applies to open's mode) cannot
         // change the bits the caller asked for.
