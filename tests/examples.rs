@@ -193,7 +193,9 @@ fn the_kill_loops_run_every_scenario_and_leave_nothing_behind() {
     let prefix = format!("example-chaos-{}-", child.id());
     let out =
         String::from_utf8(wait_bounded(child, "chaos", Duration::from_secs(300)).stdout).unwrap();
-    for scenario in ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict"] {
+    for scenario in
+        ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict", "lifecycle"]
+    {
         let line = out
             .lines()
             .find(|l| l.starts_with(&format!("chaos {scenario} ")))

@@ -107,17 +107,19 @@ fn a_creator_killed_before_ready_makes_openers_fail_in_time() {
     assert!(!status.success());
     assert!(shm_path(&name).exists(), "the half-made file stays behind");
 
-    let timeout = Duration::from_millis(300);
+    // The creator's attach lock went with it: an opener gives up as soon as it sees that,
+    // instead of waiting out its timeout for a file nobody will finish.
+    let timeout = Duration::from_secs(10);
     let opts = Options::new().open_timeout(timeout);
     let start = Instant::now();
     let err = Shared::<Board>::open_with(&name, &opts).unwrap_err();
     let waited = start.elapsed();
     assert!(matches!(err, OpenError::NotInitialized { .. }), "got {err:?}");
-    assert!(waited >= timeout, "gave up after {waited:?}, before the timeout");
-    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    assert!(waited < Duration::from_secs(1), "took {waited:?} for a dead creator");
 
     // Asked to reuse what is there, `open_or_create` waits for the dead creator too...
-    let reuse = opts.clone().stale(shmsync::Stale::Reuse);
+    let reuse =
+        Options::new().open_timeout(Duration::from_millis(300)).stale(shmsync::Stale::Reuse);
     let err = Shared::<Board>::open_or_create_with(&name, |_| {}, &reuse).unwrap_err();
     assert!(matches!(err, OpenError::NotInitialized { .. }), "got {err:?}");
 

@@ -13,7 +13,10 @@
 //! (either end killed and re-attached, messages both ways), `list` and `dict` (three
 //! workers add and remove their own entries without pause, the dict's also update one
 //! shared counter and read each other's entries; after each kill the victim's entries
-//! must be exactly as before or after its last operation and `check()` must pass).
+//! must be exactly as before or after its last operation and `check()` must pass),
+//! `lifecycle` (three workers open, create and replace queues by shared names and create
+//! scoped events while the parent runs `gc` without pause; no operation may fail, and at
+//! the end one `gc` must leave nothing but files killed creators left empty).
 //!
 //! Every wait is bounded; one that runs out where progress was due counts as a hang.
 //! Every value carries its producer incarnation, its number and a check word: what
@@ -35,6 +38,7 @@
 mod board;
 mod collections;
 mod fleet;
+mod lifecycle;
 mod pipes;
 mod queues;
 mod sync;
@@ -151,8 +155,8 @@ pub struct Run {
     pub prefix: String,
 }
 
-const SCENARIOS: [&str; 8] =
-    ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict"];
+const SCENARIOS: [&str; 9] =
+    ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict", "lifecycle"];
 
 fn main() {
     if let Ok(role) = std::env::var(fleet::ROLE) {
@@ -167,6 +171,7 @@ fn main() {
             "spsc" | "mpmc" => queues::child(scenario, role, slot),
             "pipe" => pipes::child(role, slot),
             "list" | "dict" => collections::child(scenario, slot),
+            "lifecycle" => lifecycle::child(slot),
             other => panic!("unknown scenario {other}"),
         }
         return;
@@ -210,6 +215,7 @@ fn main() {
             "pipe" => pipes::pipe(&run),
             "list" => collections::list(&run),
             "dict" => collections::dict(&run),
+            "lifecycle" => lifecycle::lifecycle(&run),
             _ => unreachable!(),
         };
         println!("{}", report.line());

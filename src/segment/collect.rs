@@ -15,6 +15,9 @@ use super::info::{Attacher, SegmentInfo};
 use super::{Options, validate_name};
 use crate::OpenError;
 
+const UNINITIALISED: &str =
+    "not initialised: its creator died before publishing it, or is still at it";
+
 /// A header read into memory: aligned for `Header`, whose fields are all integers.
 #[repr(C, align(8))]
 struct HeaderBytes([u8; HEADER_LEN]);
@@ -49,8 +52,16 @@ fn examine(fd: &OwnedFd) -> io::Result<Found> {
         return Ok(Found::Unborn);
     }
     let mut bytes = HeaderBytes([0; HEADER_LEN]);
-    if len < HEADER_LEN as u64 || rustix::io::pread(fd, &mut bytes.0, 0)? < HEADER_LEN {
-        return Ok(Found::Foreign);
+    let read = rustix::io::pread(fd, &mut bytes.0, 0)?;
+    let magic =
+        read >= 8 && u64::from_le_bytes(bytes.0[..8].try_into().unwrap_or_default()) == MAGIC;
+    if len < HEADER_LEN as u64 || read < HEADER_LEN {
+        // A creator writes the magic number before anything else: one that died then.
+        return Ok(if magic {
+            Found::Object { v: Err(UNINITIALISED.to_owned()), len }
+        } else {
+            Found::Foreign
+        });
     }
     if bytes.0.iter().all(|&b| b == 0) {
         return Ok(Found::Unborn);
@@ -63,9 +74,7 @@ fn examine(fd: &OwnedFd) -> io::Result<Found> {
     // list directories.
     let header = unsafe { &*bytes.0.as_ptr().cast::<Header>() };
     let v = match header.state() {
-        State::Uninit => Err("not initialised: its creator died before publishing it, or is \
-                              still at it"
-            .to_owned()),
+        State::Uninit => Err(UNINITIALISED.to_owned()),
         State::Invalid => Err("corrupted: an unknown state word".to_owned()),
         State::Ready => header.describe(len).map_err(|e| match e {
             OpenError::VersionMismatch => "written by another layout version of shmsync".to_owned(),
@@ -285,7 +294,13 @@ pub fn gc_dry_run(opts: &Options) -> io::Result<Vec<String>> {
 
 fn collect(opts: &Options, unlink: bool) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();
-    for (name, path, fd, _) in objects(opts)? {
+    for (name, path, fd, found) in objects(opts)? {
+        // An unfinished file whose creator holds no lock died... or took its lock a
+        // microsecond after writing the magic number: spare the young ones.
+        let unfinished = matches!(found, Found::Object { v: Err(ref p), .. } if p == UNINITIALISED);
+        if unfinished && !older_than(&fd, std::time::Duration::from_secs(1)) {
+            continue;
+        }
         // Nobody attaches while we hold the gate; someone attaching now keeps it.
         if !attach::close_gate(fd.as_fd()).unwrap_or(false) {
             continue;
@@ -340,4 +355,12 @@ fn open_error(e: io::Error) -> OpenError {
         Some(errno) => OpenError::from(errno),
         None => OpenError::Io(e),
     }
+}
+
+/// Whether the open file was last written more than `age` ago.
+fn older_than(fd: &OwnedFd, age: std::time::Duration) -> bool {
+    let Ok(st) = rustix::fs::fstat(fd) else { return false };
+    let written = std::time::UNIX_EPOCH
+        + std::time::Duration::new(st.st_mtime as u64, st.st_mtime_nsec as u32);
+    std::time::SystemTime::now().duration_since(written).is_ok_and(|d| d > age)
 }

@@ -182,25 +182,12 @@ impl Segment {
         init: &mut Option<impl FnOnce(NonNull<u8>)>,
     ) -> Result<Self, OpenError> {
         let placement = spec.placement()?;
-        let flags =
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
-            match e {
-                // The name is new by definition; ENOENT means the directory is missing.
-                Errno::NOENT => OpenError::Io(std::io::Error::from_raw_os_error(e.raw_os_error())),
-                other => OpenError::from(other),
-            }
-        })?;
-        let undo = UnlinkOnDrop::new(path, &fd)?;
-        // Attached before anything else: from here on `gc` sees a live creator.
         let pid = current_pid();
-        attach::lock(fd.as_fd(), pid, &Deadline::after(opts.open_timeout))
-            .map_err(OpenError::Io)?;
-        // Before our lock, our empty file looked like a dead creator's to a `create`
-        // elsewhere, which may have replaced it: then the name is theirs.
-        if !attach::still_names(path, &rustix::fs::fstat(&fd)?) {
-            return Err(OpenError::AlreadyExists { name: String::new() });
-        }
+        let deadline = Deadline::after(opts.open_timeout);
+        let (fd, undo) = match born_unnamed(path, pid, &deadline)? {
+            Some(born) => born,
+            None => born_named(path, pid, &deadline)?,
+        };
 
         // After the create, so the umask (which only applies to open's mode) cannot
         // change the bits the caller asked for.
@@ -300,55 +287,76 @@ impl Segment {
         let path = opts.path_of(name);
         let deadline = Deadline::after(opts.open_timeout);
         let pid = current_pid();
-        let (fd, mut stat) = loop {
+        let mut backoff = Backoff::new();
+        'open: loop {
             let fd = open_existing(&path)?;
-            let stat = rustix::fs::fstat(&fd)?;
-            if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            let first = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(first.st_mode) != FileType::RegularFile {
                 return Err(OpenError::Corrupted);
             }
-            if stat.st_uid != rustix::process::geteuid().as_raw() {
+            if first.st_uid != rustix::process::geteuid().as_raw() {
                 return Err(OpenError::PermissionDenied);
             }
+            // While we wait for the creator, the name may be given to a new object (its
+            // creator died and someone replaced or collected its file): follow the name.
+            // And a creator holds its attach lock from its first microseconds: if none is
+            // held after a millisecond, it died, and nobody will ever finish this file.
+            let waiting_since = std::time::Instant::now();
+            let wait = |backoff: &mut Backoff| -> Result<bool, OpenError> {
+                backoff.sleep_until(&deadline)?;
+                if waiting_since.elapsed() > Duration::from_millis(1)
+                    && attach::live_pids(fd.as_fd()).is_ok_and(|pids| pids.is_empty())
+                {
+                    return Err(OpenError::NotInitialized { name: String::new() });
+                }
+                Ok(attach::still_names(&path, &first))
+            };
+            // A creator writes the magic number (8 bytes), then sizes the file in one
+            // step: 0 or just the magic means "not yet", and anything else short of a
+            // header is not a segment.
+            let mut stat = first;
+            while stat.st_size == 0 || (stat.st_size == 8 && starts_with_magic(&fd)) {
+                if !wait(&mut backoff)? {
+                    continue 'open;
+                }
+                stat = rustix::fs::fstat(&fd)?;
+            }
+            let len = u64::try_from(stat.st_size).map_err(|_| OpenError::Corrupted)?;
+            if len < HEADER_LEN as u64 || len > MAX_SEGMENT_LEN {
+                return Err(OpenError::Corrupted);
+            }
+
+            let memory = map(&fd, len)?;
+            // SAFETY: the mapping is `len >= HEADER_LEN` bytes, page-aligned, and every bit
+            // pattern is a valid Header (all fields are integers); it lives as long as
+            // `memory`. A peer truncating the file under us is outside what we can defend
+            // (docs/design.md, trust model).
+            let header = unsafe { &*memory.base().as_ptr().cast::<Header>() };
+            loop {
+                match header.state() {
+                    State::Ready => break,
+                    State::Uninit => {
+                        if !wait(&mut backoff)? {
+                            continue 'open;
+                        }
+                    }
+                    State::Invalid => return Err(OpenError::Corrupted),
+                }
+            }
+            let v = header.validate(len, want)?;
+            // Attached only now, so that an opener waiting for a creator that died does
+            // not keep the dead creator's file alive. A collector that decided before our
+            // lock was in place has unlinked or replaced the name: open it again.
             attach::lock(fd.as_fd(), pid, &deadline).map_err(OpenError::Io)?;
-            // A collector that decided before our lock was in place has unlinked or
-            // replaced the name: open again (the name is gone, or a new object's).
-            if attach::still_names(&path, &stat) {
-                break (fd, stat);
+            if attach::still_names(&path, &first) {
+                let mut segment = Self::assemble(memory, name, path, want.kind, v, len);
+                segment.attach(fd, pid);
+                return Ok(segment);
             }
             if deadline.has_passed() {
                 return Err(OpenError::NotFound { name: String::new() });
             }
-        };
-
-        let mut backoff = Backoff::new();
-        // The creator sizes the file in one step, so 0 means "not yet" and anything
-        // between 0 and a header is not a segment.
-        while stat.st_size == 0 {
-            backoff.sleep_until(&deadline)?;
-            stat = rustix::fs::fstat(&fd)?;
         }
-        let len = u64::try_from(stat.st_size).map_err(|_| OpenError::Corrupted)?;
-        if len < HEADER_LEN as u64 || len > MAX_SEGMENT_LEN {
-            return Err(OpenError::Corrupted);
-        }
-
-        let memory = map(&fd, len)?;
-        // SAFETY: the mapping is `len >= HEADER_LEN` bytes, page-aligned, and every bit
-        // pattern is a valid Header (all fields are integers); it lives as long as
-        // `memory`. A peer truncating the file under us is outside what we can defend
-        // (docs/design.md, trust model).
-        let header = unsafe { &*memory.base().as_ptr().cast::<Header>() };
-        loop {
-            match header.state() {
-                State::Ready => break,
-                State::Uninit => backoff.sleep_until(&deadline)?,
-                State::Invalid => return Err(OpenError::Corrupted),
-            }
-        }
-        let v = header.validate(len, want)?;
-        let mut segment = Self::assemble(memory, name, path, want.kind, v, len);
-        segment.attach(fd, pid);
-        Ok(segment)
     }
 
     /// Opens `name`, or creates it if absent, race-free between processes: exactly one
@@ -383,9 +391,11 @@ impl Segment {
                 done => return done.map(|segment| (segment, true)),
             }
             match Self::open(name, &spec.expected, opts) {
-                // Unlinked between our create and our open: try creating again, for as
-                // long as the churn lasts within our timeout.
-                Err(OpenError::NotFound { .. }) if !deadline.has_passed() => {}
+                // Unlinked between our create and our open, or its creator died before
+                // finishing it (our create replaces such a file, unless told to reuse):
+                // try creating again, for as long as it lasts within our timeout.
+                Err(OpenError::NotFound { .. } | OpenError::NotInitialized { .. })
+                    if !deadline.has_passed() => {}
                 done => return done.map(|segment| (segment, false)),
             }
         }
@@ -605,6 +615,79 @@ fn map(fd: &OwnedFd, len: u64) -> Result<Memory, OpenError> {
         },
     )?;
     Ok(Memory::Mapped(std::mem::ManuallyDrop::new(raw)))
+}
+
+/// Makes the new segment file at `path` the crash-clean way: an unnamed file in the
+/// directory (`O_TMPFILE`) that gets the magic number and this process's attach lock, and
+/// only then its name (`linkat`, which fails like `O_EXCL` if the name is taken). A
+/// creator killed at any instant before leaves nothing; after, a file that says it is
+/// shmsync's and whose lock goes with the creator. `None` where the file system cannot
+/// (no `O_TMPFILE`, no `/proc`): [`born_named`] instead.
+fn born_unnamed(
+    path: &Path,
+    pid: u32,
+    deadline: &Deadline,
+) -> Result<Option<(OwnedFd, UnlinkOnDrop)>, OpenError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => fd,
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(OpenError::from(e)),
+    };
+    rustix::io::pwrite(&fd, &header::MAGIC.to_le_bytes(), 0)?;
+    attach::lock(fd.as_fd(), pid, deadline).map_err(OpenError::Io)?;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match rustix::fs::linkat(
+        rustix::fs::CWD,
+        &proc_path,
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => {}
+        Err(Errno::NOENT) if !Path::new("/proc/self/fd").exists() => return Ok(None),
+        // The name is new by definition; ENOENT means the directory is missing.
+        Err(Errno::NOENT) => return Err(OpenError::Io(Errno::NOENT.into())),
+        Err(e) => return Err(OpenError::from(e)),
+    }
+    let undo = UnlinkOnDrop::new(path, &fd)?;
+    Ok(Some((fd, undo)))
+}
+
+/// [`born_unnamed`] where the file system cannot: `O_CREAT | O_EXCL` at the name, the
+/// magic number, the attach lock. A creator killed in between leaves an empty file (or
+/// one with the magic number only, which `gc` removes once it is a second old).
+fn born_named(
+    path: &Path,
+    pid: u32,
+    deadline: &Deadline,
+) -> Result<(OwnedFd, UnlinkOnDrop), OpenError> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(|e| match e {
+        // The name is new by definition; ENOENT means the directory is missing.
+        Errno::NOENT => OpenError::Io(std::io::Error::from_raw_os_error(e.raw_os_error())),
+        other => OpenError::from(other),
+    })?;
+    rustix::io::pwrite(&fd, &header::MAGIC.to_le_bytes(), 0)?;
+    let undo = UnlinkOnDrop::new(path, &fd)?;
+    attach::lock(fd.as_fd(), pid, deadline).map_err(OpenError::Io)?;
+    // Before our lock, our unfinished file looked like a dead creator's to a `create`
+    // elsewhere, which may have replaced it: then the name is theirs.
+    if !attach::still_names(path, &rustix::fs::fstat(&fd)?) {
+        return Err(OpenError::AlreadyExists { name: String::new() });
+    }
+    Ok((fd, undo))
+}
+
+/// Whether the file begins with the magic number (a creator's first write).
+fn starts_with_magic(fd: &OwnedFd) -> bool {
+    let mut bytes = [0u8; 8];
+    rustix::io::pread(fd, &mut bytes, 0).is_ok_and(|n| n == 8)
+        && u64::from_le_bytes(bytes) == header::MAGIC
 }
 
 /// Opens an existing segment file for reading and writing.
