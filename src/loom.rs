@@ -176,3 +176,21 @@ macro_rules! owner_add {
 
 owner_add!(AtomicU32, u32);
 owner_add!(AtomicU64, u64);
+
+/// Runs a loom model built with `builder` and returns how many schedules it explored.
+/// Models assert a floor on it: loom's search can silently collapse to a handful of
+/// schedules (see `OwnerAdd`), and a model that explores nothing tests nothing.
+#[cfg(all(test, loom))]
+pub(crate) fn counted(
+    builder: ::loom::model::Builder,
+    f: impl Fn() + Sync + Send + 'static,
+) -> usize {
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let counter = std::sync::Arc::clone(&runs);
+    builder.check(move || {
+        *counter.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        f();
+    });
+    let n = *runs.lock().unwrap_or_else(|e| e.into_inner());
+    n
+}

@@ -25,6 +25,7 @@ unsafe impl bytemuck::Zeroable for Inheritable {}
 // SAFETY: as above; Copy and 'static.
 unsafe impl bytemuck::Pod for Inheritable {}
 
+#[cfg_attr(loom, allow(dead_code))] // the queues' handles are not built under loom
 impl Inheritable {
     pub(crate) fn of(fd: &OwnedFd) -> Self {
         Self { fd: fd.as_raw_fd(), _reserved: 0 }

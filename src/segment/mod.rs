@@ -431,11 +431,13 @@ impl Segment {
 
     /// The anonymous segment's descriptor as a child inherits it (`None` for a named
     /// one).
+    #[cfg_attr(loom, allow(dead_code))] // the queues' handles are not built under loom
     pub(crate) fn inheritable(&self) -> Option<Inheritable> {
         self.memfd.as_ref().map(Inheritable::of)
     }
 
     /// Maps the anonymous segment behind an inherited descriptor (see [`Inheritable`]).
+    #[cfg_attr(loom, allow(dead_code))] // as `inheritable`
     pub(crate) fn open_inherited(token: Inheritable, want: &Expected) -> Result<Self, OpenError> {
         let fd = token.take()?;
         let mut segment = Self::open_fd(&fd, "anonymous", want)?;

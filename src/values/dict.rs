@@ -932,18 +932,11 @@ mod loom_tests {
         (dict, heap)
     }
 
-    /// Runs `f` under loom and returns how many schedules it explored (a model that
-    /// explores a handful has stopped testing anything: the models assert a floor).
+    /// Runs `f` under loom (preemption bound 2); returns how many schedules it explored.
     fn model(f: impl Fn() + Sync + Send + 'static) -> usize {
-        let runs = Arc::new(std::sync::Mutex::new(0usize));
-        let counted = Arc::clone(&runs);
         let mut builder = ::loom::model::Builder::new();
         builder.preemption_bound = Some(2);
-        builder.check(move || {
-            *counted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            f();
-        });
-        *runs.lock().unwrap_or_else(|e| e.into_inner())
+        crate::loom::counted(builder, f)
     }
 
     /// A writer inserts `[1, 1]`, overwrites it with `[2, 2]` and removes it while a
