@@ -81,14 +81,22 @@ impl Doorbell {
         heavy_fence: impl Fn(),
         ready: &mut dyn FnMut() -> bool,
     ) -> Option<u32> {
-        let seen = self.wake.load(Ordering::Acquire);
-        self.sleeping.store(1, Ordering::Relaxed);
+        let seen = self.announce();
         heavy_fence();
         if ready() {
             self.done(sleepers);
             return None;
         }
         Some(seen)
+    }
+
+    /// The first half of [`prepare`](Self::prepare): reads the word to sleep on and
+    /// raises the flag. The caller runs the heavy fence and re-checks before sleeping
+    /// (once for several doorbells: [`sleep_on_many`]).
+    pub(crate) fn announce(&self) -> u32 {
+        let seen = self.wake.load(Ordering::Acquire);
+        self.sleeping.store(1, Ordering::Relaxed);
+        seen
     }
 
     /// The futex word to sleep on.
@@ -116,6 +124,72 @@ impl Doorbell {
         if let Some(seen) = self.prepare(sleepers, heavy_fence, ready) {
             let _ = futex::wait(&self.wake, seen, deadline);
             self.done(sleepers);
+        }
+    }
+}
+
+/// One sleeper on several doorbells at once (a wait set): announces itself on every one,
+/// runs **one** heavy fence, re-checks `ready` (work on any of them), and only then sleeps
+/// on all their words in one `futex_waitv` until any is rung or `deadline`. Each
+/// doorbell's hand-off is the one-doorbell protocol above: a ring after the announce
+/// either is seen by the re-check or wakes the sleep. Callers loop.
+#[allow(dead_code)] // the wait set's core, checked by its models; the set itself is to come
+pub(crate) fn sleep_on_many(
+    bells: &[(&Doorbell, Sleepers)],
+    heavy_fence: impl Fn(),
+    deadline: &Deadline,
+    ready: &mut dyn FnMut() -> bool,
+) {
+    let seen: Vec<(&AtomicU32, u32)> =
+        bells.iter().map(|(b, _)| (b.word(), b.announce())).collect();
+    heavy_fence();
+    if !ready() {
+        let _ = futex::wait_any(&seen, deadline);
+    }
+    for (bell, sleepers) in bells {
+        bell.done(*sleepers);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Real futexes (`futex_waitv`): a sleeper on two doorbells, and two threads that
+    /// each publish work on theirs and ring, a thousand rounds; a lost wake-up hangs a
+    /// round past its bound and fails.
+    #[test]
+    #[cfg_attr(miri, ignore)] // Miri has no futex_waitv
+    fn a_sleeper_on_two_doorbells_wakes_for_either() {
+        let fence = || crate::loom::fence(Ordering::SeqCst);
+        for round in 0..1000u32 {
+            let bells = Arc::new([Doorbell::default(), Doorbell::default()]);
+            let work = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+            let producers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (bells, work) = (Arc::clone(&bells), Arc::clone(&work));
+                    std::thread::spawn(move || {
+                        if (round + i) % 3 == 0 {
+                            std::thread::yield_now();
+                        }
+                        work[i as usize].store(1, Ordering::Release);
+                        bells[i as usize].ring(fence);
+                    })
+                })
+                .collect();
+            let deadline = Deadline::after(std::time::Duration::from_secs(10));
+            let taken =
+                |w: &[AtomicU32; 2]| w.iter().filter(|x| x.load(Ordering::Acquire) == 1).count();
+            while taken(&work) < 2 {
+                assert!(!deadline.has_passed(), "round {round}: a lost wake-up");
+                let mut ready = || taken(&work) == 2;
+                let both = [(&bells[0], Sleepers::One), (&bells[1], Sleepers::One)];
+                sleep_on_many(&both, fence, &deadline, &mut ready);
+            }
+            for p in producers {
+                p.join().unwrap();
+            }
         }
     }
 }
@@ -217,5 +291,53 @@ mod loom_tests {
             assert_eq!(total, 2);
         });
         assert!(runs > 50_000, "loom explored only {runs} schedules"); // 212,744 when written
+    }
+
+    /// A wait set's hand-off: one sleeper on two SPSC rings' doorbells at once, each ring
+    /// fed by its own producer that pushes one value and rings. The sleeper takes what is
+    /// there and otherwise sleeps on both words; a wake-up lost on either is a deadlock.
+    /// Fails if the sleeper's fence is removed (checked when written).
+    #[test]
+    fn a_set_sleeping_on_two_doorbells_is_always_woken() {
+        use crate::rings::spsc::ring::loom_tests::heap_ring;
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        let runs = crate::loom::counted(builder, || {
+            let (mut w1, mut r1, m1) = heap_ring(2);
+            let (mut w2, mut r2, m2) = heap_ring(2);
+            let (b1, b2) = (Arc::new(Doorbell::default()), Arc::new(Doorbell::default()));
+            let p1 = {
+                let keep = (m1.clone(), Arc::clone(&b1));
+                crate::loom::thread::spawn(move || {
+                    w1.try_push(1).unwrap();
+                    keep.1.ring(seq_cst);
+                })
+            };
+            let p2 = {
+                let keep = (m2.clone(), Arc::clone(&b2));
+                crate::loom::thread::spawn(move || {
+                    w2.try_push(2).unwrap();
+                    keep.1.ring(seq_cst);
+                })
+            };
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                let before = got.len();
+                got.extend(r1.try_pop().ok());
+                got.extend(r2.try_pop().ok());
+                if got.len() == before {
+                    let mut ready = || {
+                        r1.available(1).is_ok_and(|n| n > 0) || r2.available(1).is_ok_and(|n| n > 0)
+                    };
+                    let bells = [(&*b1, Sleepers::One), (&*b2, Sleepers::One)];
+                    sleep_on_many(&bells, seq_cst, &Deadline::never(), &mut ready);
+                }
+            }
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+            p1.join().unwrap();
+            p2.join().unwrap();
+        });
+        assert!(runs > 700, "loom explored only {runs} schedules"); // 3,025 when written
     }
 }

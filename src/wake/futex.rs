@@ -286,7 +286,8 @@ mod model {
     use loom::sync::{Condvar, Mutex};
 
     pub(super) struct Sleeper {
-        pub(super) word: usize,
+        /// The words it sleeps on (one for `wait`, several for `wait_any`).
+        pub(super) words: Vec<usize>,
         pub(super) id: u64,
         pub(super) woken: bool,
     }
@@ -323,7 +324,38 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Wait
     let id = table.next_id;
     table.next_id += 1;
     let addr = word as *const AtomicU32 as usize;
-    table.sleepers.push(model::Sleeper { word: addr, id, woken: false });
+    table.sleepers.push(model::Sleeper { words: vec![addr], id, woken: false });
+    loop {
+        table = sleepers.wait(table).unwrap();
+        if let Some(i) = table.sleepers.iter().position(|s| s.id == id && s.woken) {
+            table.sleepers.remove(i);
+            return WaitOutcome::Woken;
+        }
+    }
+}
+
+/// The loom model of `futex_waitv`: checks every word under the table's lock and sleeps
+/// on all of them at once; a wake of any of them ends the sleep. As [`wait`].
+#[cfg(loom)]
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: &Deadline) -> WaitOutcome {
+    use crate::loom::Ordering;
+    if deadline.has_passed() {
+        return WaitOutcome::TimedOut;
+    }
+    let (lock, sleepers) = &*model::TABLE;
+    let mut table = lock.lock().unwrap();
+    if words.iter().any(|(word, expected)| word.load(Ordering::SeqCst) != *expected) {
+        return WaitOutcome::Woken;
+    }
+    if deadline.0.is_some() {
+        drop(table);
+        crate::loom::thread::yield_now();
+        return WaitOutcome::Woken;
+    }
+    let id = table.next_id;
+    table.next_id += 1;
+    let addrs = words.iter().map(|(w, _)| *w as *const AtomicU32 as usize).collect();
+    table.sleepers.push(model::Sleeper { words: addrs, id, woken: false });
     loop {
         table = sleepers.wait(table).unwrap();
         if let Some(i) = table.sleepers.iter().position(|s| s.id == id && s.woken) {
@@ -349,7 +381,7 @@ fn wake(word: &AtomicU32, count: usize) -> usize {
     let mut table = lock.lock().unwrap();
     let addr = word as *const AtomicU32 as usize;
     let mut woken = 0;
-    for s in table.sleepers.iter_mut().filter(|s| s.word == addr && !s.woken).take(count) {
+    for s in table.sleepers.iter_mut().filter(|s| s.words.contains(&addr) && !s.woken).take(count) {
         s.woken = true;
         woken += 1;
     }
