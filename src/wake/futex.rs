@@ -305,33 +305,7 @@ mod model {
 
 #[cfg(loom)]
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: &Deadline) -> WaitOutcome {
-    use crate::loom::Ordering;
-    if deadline.has_passed() {
-        return WaitOutcome::TimedOut;
-    }
-    let (lock, sleepers) = &*model::TABLE;
-    let mut table = lock.lock().unwrap();
-    if word.load(Ordering::SeqCst) != expected {
-        return WaitOutcome::Woken;
-    }
-    if deadline.0.is_some() {
-        // A timed wait may end at any moment: model it as an immediate spurious return,
-        // so that no model depends on how long a timeout is.
-        drop(table);
-        crate::loom::thread::yield_now();
-        return WaitOutcome::Woken;
-    }
-    let id = table.next_id;
-    table.next_id += 1;
-    let addr = word as *const AtomicU32 as usize;
-    table.sleepers.push(model::Sleeper { words: vec![addr], id, woken: false });
-    loop {
-        table = sleepers.wait(table).unwrap();
-        if let Some(i) = table.sleepers.iter().position(|s| s.id == id && s.woken) {
-            table.sleepers.remove(i);
-            return WaitOutcome::Woken;
-        }
-    }
+    wait_any(&[(word, expected)], deadline)
 }
 
 /// The loom model of `futex_waitv`: checks every word under the table's lock and sleeps
