@@ -2,33 +2,72 @@
 //! `shmsync inspect` command).
 //!
 //! The file is read with `pread`, never mapped, and the reader does not attach: looking
-//! changes nothing. The state words are read once each, not as one snapshot, so a busy
-//! object's figures may disagree by a little.
+//! changes nothing. Each object's words are decoded by the module that owns their layout
+//! (`RawLock::describe`, `Indices::snapshot`, ...), on a copy of the payload's first
+//! kilobyte; each word is read once, but not all as one snapshot, so a busy object's
+//! figures may disagree by a little.
 
 use crate::layout::ObjectKind;
+use crate::raw::{RawBarrier, RawEvent, RawLock, RawRLock, RawSemaphore};
+use crate::rings::{mpmc, spsc};
+use crate::values::ListControl;
 use crate::{OpenError, Options, SegmentInfo};
 
 /// The payload bytes `inspect` reads: enough for every object's control words.
 const PREFIX: usize = 1024;
 
-// Where the state words sit in each object's payload (the structs' layouts are pinned by
-// const assertions in their modules; `tests/lifecycle.rs` inspects real objects).
-/// A `RawLock`'s futex word, first in a Lock, RLock, Value, Array, Condition and List.
-const LOCK_WORD: usize = 0;
-/// A List's length, after its 40-byte `RawLock`.
-const LIST_LEN: usize = 40;
-/// An RLock's recursion count, after its `RawLock`.
-const RLOCK_COUNT: usize = 40;
-/// A ring's consumer and producer positions, each on its own 128-byte line (SPSC and MPMC
-/// queues; a pipe has two rings' worth, to end A then to end B).
-const HEAD: usize = 0;
-const TAIL: usize = 128;
-const PIPE_TO_B: usize = 256;
+/// A copy of a payload's first bytes, aligned as the payload is (to 128), so that the
+/// structs at its start can be read in place.
+struct Prefix {
+    blocks: Vec<Block>,
+    len: usize,
+}
 
-const FUTEX_WAITERS: u32 = 0x8000_0000;
-const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
-const FUTEX_TID_MASK: u32 = 0x3FFF_FFFF;
-const NOT_RECOVERABLE: u32 = 0x3FFF_FFFF;
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct Block([u8; 128]);
+
+/// A struct that may be read from any bytes: shared-memory structs of integers and
+/// atomics.
+///
+/// # Safety
+///
+/// Every bit pattern must be a valid value of the type.
+unsafe trait Plain {}
+
+macro_rules! plain {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: a `#[repr(C)]` shared-memory struct of integers and atomics (what
+            // every segment holds): every bit pattern is a valid value.
+            unsafe impl Plain for $t {}
+        )*
+    };
+}
+
+plain!(RawLock, RawRLock, RawEvent, RawSemaphore, RawBarrier, ListControl);
+plain!(spsc::ring::Indices, mpmc::ring::Positions);
+
+impl Prefix {
+    fn new(bytes: &[u8]) -> Self {
+        let mut blocks = vec![Block([0; 128]); bytes.len().div_ceil(128)];
+        for (block, chunk) in blocks.iter_mut().zip(bytes.chunks(128)) {
+            block.0[..chunk.len()].copy_from_slice(chunk);
+        }
+        Self { blocks, len: bytes.len() }
+    }
+
+    /// The `T` at byte `at`, if the copy holds all of it.
+    fn view<T: Plain>(&self, at: usize) -> Option<&T> {
+        let fits = at % align_of::<T>() == 0
+            && align_of::<T>() <= 128
+            && at.checked_add(size_of::<T>()).is_some_and(|end| end <= self.len);
+        // SAFETY: inside the copy, aligned (the blocks are 128-aligned and `at` is a
+        // multiple of T's alignment), every bit pattern valid (`Plain`); borrowed from
+        // `self`.
+        fits.then(|| unsafe { &*self.blocks.as_ptr().cast::<u8>().add(at).cast::<T>() })
+    }
+}
 
 /// The object `name`: its listing entry (see [`segments`](crate::segments)) and its
 /// state words decoded as `(field, value)` pairs, header first: a lock's owner thread,
@@ -90,98 +129,74 @@ pub fn inspect(
     Ok((info, fields))
 }
 
-fn u32_at(payload: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(payload: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// A robust lock's word, decoded.
-fn lock_word(payload: &[u8], put: &mut impl FnMut(&str, String)) {
-    let Some(word) = u32_at(payload, LOCK_WORD) else { return };
-    put("lock_word", format!("{word:#010x}"));
-    let owner = word & FUTEX_TID_MASK;
-    if owner == NOT_RECOVERABLE {
-        put("lock_state", "not recoverable (an owner died and nobody repaired it)".into());
-    }
-    put("owner_tid", if owner == NOT_RECOVERABLE { 0 } else { owner }.to_string());
-    put("owner_died", (word & FUTEX_OWNER_DIED != 0).to_string());
-    put("waiters", (word & FUTEX_WAITERS != 0).to_string());
-}
-
-/// A ring's positions at `base` and the length they make.
-fn ring(payload: &[u8], base: usize, prefix: &str, put: &mut impl FnMut(&str, String)) {
-    let (Some(head), Some(tail)) = (u64_at(payload, base + HEAD), u64_at(payload, base + TAIL))
-    else {
-        return;
-    };
-    put(&format!("{prefix}head"), head.to_string());
-    put(&format!("{prefix}tail"), tail.to_string());
-    put(&format!("{prefix}len"), tail.wrapping_sub(head).to_string());
-}
-
 fn state_words(
     kind: ObjectKind,
     capacity: u64,
     payload: &[u8],
     put: &mut impl FnMut(&str, String),
 ) {
+    let prefix = Prefix::new(payload);
+    let mut put_all = |fields: Vec<(&str, String)>| fields.into_iter().for_each(|(k, v)| put(k, v));
+    let positions = |(head, tail): (u64, u64), put: &mut dyn FnMut(&str, String), at: &str| {
+        put(&format!("{at}head"), head.to_string());
+        put(&format!("{at}tail"), tail.to_string());
+        put(&format!("{at}len"), tail.wrapping_sub(head).to_string());
+        tail.wrapping_sub(head)
+    };
+    // Each struct at the offset its object's payload has it.
     match kind {
+        // A Lock, a Value's or an Array's mutex and a Condition start with their lock.
         ObjectKind::Lock | ObjectKind::Value | ObjectKind::Array | ObjectKind::Condition => {
-            lock_word(payload, put)
+            if let Some(lock) = prefix.view::<RawLock>(0) {
+                put_all(lock.describe());
+            }
         }
         ObjectKind::RLock => {
-            lock_word(payload, put);
-            if let Some(count) = u32_at(payload, RLOCK_COUNT) {
-                put("recursion", count.to_string());
+            if let Some(rlock) = prefix.view::<RawRLock>(0) {
+                put_all(rlock.describe());
             }
         }
         ObjectKind::List => {
-            lock_word(payload, put);
-            if let Some(len) = u64_at(payload, LIST_LEN) {
-                put("len", len.to_string());
+            if let Some(control) = prefix.view::<ListControl>(0) {
+                put_all(control.describe());
             }
         }
-        ObjectKind::SpscQueue | ObjectKind::MpmcQueue => {
-            ring(payload, 0, "", put);
-            put("free", capacity.saturating_sub(ring_len(payload, 0)).to_string());
+        ObjectKind::SpscQueue => {
+            if let Some(i) = prefix.view::<spsc::ring::Indices>(0) {
+                let len = positions(i.snapshot(), put, "");
+                put("free", capacity.saturating_sub(len).to_string());
+            }
+        }
+        ObjectKind::MpmcQueue => {
+            if let Some(p) = prefix.view::<mpmc::ring::Positions>(0) {
+                let len = positions(p.snapshot(), put, "");
+                put("free", capacity.saturating_sub(len).to_string());
+            }
         }
         ObjectKind::Pipe => {
-            // Byte positions of each direction's ring.
-            ring(payload, 0, "to_a_", put);
-            ring(payload, PIPE_TO_B, "to_b_", put);
+            // Byte positions of each direction's ring: to end A, then to end B.
+            let to_b = size_of::<spsc::ring::Indices>();
+            for (at, label) in [(0, "to_a_"), (to_b, "to_b_")] {
+                if let Some(i) = prefix.view::<spsc::ring::Indices>(at) {
+                    positions(i.snapshot(), put, label);
+                }
+            }
         }
         ObjectKind::Event => {
-            if let Some(word) = u32_at(payload, 0) {
-                put("set", (word & 1 != 0).to_string());
-                put("waiters", (word & 2 != 0).to_string());
+            if let Some(event) = prefix.view::<RawEvent>(0) {
+                put_all(event.describe());
             }
         }
         ObjectKind::Semaphore => {
-            if let (Some(word), Some(max)) = (u32_at(payload, 0), u32_at(payload, 4)) {
-                put("count", (word & 0x7FFF_FFFF).to_string());
-                put("waiters", (word & 0x8000_0000 != 0).to_string());
-                put("bound", if max == 0 { "none".into() } else { max.to_string() });
+            if let Some(sem) = prefix.view::<RawSemaphore>(0) {
+                put_all(sem.describe());
             }
         }
         ObjectKind::Barrier => {
-            let words: Vec<Option<u32>> = (0..4).map(|i| u32_at(payload, 4 * i)).collect();
-            if let [Some(parties), Some(count), Some(generation), _] = words[..] {
-                put("parties", parties.to_string());
-                put("waiting", count.to_string());
-                put("generation", (generation >> 1).to_string());
-                put("broken", (generation & 1 != 0).to_string());
+            if let Some(barrier) = prefix.view::<RawBarrier>(0) {
+                put_all(barrier.describe());
             }
         }
         _ => {}
-    }
-}
-
-fn ring_len(payload: &[u8], base: usize) -> u64 {
-    match (u64_at(payload, base + HEAD), u64_at(payload, base + TAIL)) {
-        (Some(head), Some(tail)) => tail.wrapping_sub(head),
-        _ => 0,
     }
 }

@@ -167,6 +167,7 @@ compile_error!("shmsync supports Linux only: it relies on futexes and /dev/shm")
 // The parts, each a folder with one concern (docs/design.md, "Source layout"). The
 // arrows they may not cross are checked by `.ci/nevers`.
 mod error; // every error type
+#[cfg(not(loom))] // reads files; loom builds have other layouts
 mod inspect; // an object's header and state words, decoded (`shmsync inspect`)
 mod layout; // what may live in shared memory: ShmSafe, type tags, kinds, padding
 mod loom; // the one door to std's atomics and cells (swapped for loom's in models)
@@ -190,6 +191,7 @@ pub use error::{
     LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError,
     TryLockError,
 };
+#[cfg(not(loom))]
 pub use inspect::inspect;
 #[doc(hidden)]
 pub use layout::Structure as __derive_Structure;

@@ -95,6 +95,19 @@ impl RawBarrier {
         self.count.load(Ordering::Relaxed).min(self.parties())
     }
 
+    /// The words decoded for `shmsync inspect`: parties, waiting (as stored), the
+    /// generation and whether it is broken.
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        vec![
+            ("parties", self.parties().to_string()),
+            ("waiting", self.count.load(Ordering::Relaxed).to_string()),
+            ("generation", (generation >> 1).to_string()),
+            ("broken", (generation & BROKEN != 0).to_string()),
+        ]
+    }
+
     /// Whether it is broken (until `reset`).
     pub fn is_broken(&self) -> bool {
         self.generation.load(Ordering::Acquire) & BROKEN != 0

@@ -96,6 +96,13 @@ impl RawEvent {
         self.word.fetch_and(!SET, Ordering::Relaxed);
     }
 
+    /// The word decoded for `shmsync inspect`, from one load: set, and waiters.
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let word = self.word.load(Ordering::Relaxed);
+        vec![("set", (word & SET != 0).to_string()), ("waiters", (word & WAITERS != 0).to_string())]
+    }
+
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
         // Acquire pairs with the Release in `set`.

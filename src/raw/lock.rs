@@ -245,6 +245,25 @@ impl RawLock {
         word & FUTEX_OWNER_DIED != 0 && word & FUTEX_TID_MASK == 0
     }
 
+    /// The word decoded for `shmsync inspect`, from one load: the raw word, the owner's
+    /// thread id, `OWNER_DIED` and `WAITERS` (and whether it is not recoverable).
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let word = self.word.load(Ordering::Relaxed);
+        let owner = word & FUTEX_TID_MASK;
+        let mut out = vec![("lock_word", format!("{word:#010x}"))];
+        if owner == NOT_RECOVERABLE {
+            out.push((
+                "lock_state",
+                "not recoverable (an owner died and nobody repaired it)".into(),
+            ));
+        }
+        out.push(("owner_tid", if owner == NOT_RECOVERABLE { 0 } else { owner }.to_string()));
+        out.push(("owner_died", (word & FUTEX_OWNER_DIED != 0).to_string()));
+        out.push(("waiters", (word & FUTEX_WAITERS != 0).to_string()));
+        out
+    }
+
     /// Whether the lock has become unusable ([`LockError::NotRecoverable`]).
     pub fn is_not_recoverable(&self) -> bool {
         self.word.load(Ordering::Relaxed) & FUTEX_TID_MASK == NOT_RECOVERABLE

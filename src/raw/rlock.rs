@@ -109,6 +109,14 @@ impl RawRLock {
         self.lock.is_locked()
     }
 
+    /// The inner lock's word and the recursion count as stored, for `shmsync inspect`.
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut out = self.lock.describe();
+        out.push(("recursion", self.count.load(Ordering::Relaxed).to_string()));
+        out
+    }
+
     /// How many guards this thread holds (0 if it does not hold the lock).
     pub fn depth(&self) -> u32 {
         if self.held_here() { self.count.load(Ordering::Relaxed) } else { 0 }

@@ -164,6 +164,21 @@ impl RawSemaphore {
         self.word.load(Ordering::Relaxed) & COUNT_MASK
     }
 
+    /// The words decoded for `shmsync inspect`: count, waiters and bound.
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let word = self.word.load(Ordering::Relaxed);
+        let bound = match self.max.load(Ordering::Relaxed) {
+            0 => "none".to_owned(),
+            max => max.to_string(),
+        };
+        vec![
+            ("count", (word & COUNT_MASK).to_string()),
+            ("waiters", (word & WAITERS != 0).to_string()),
+            ("bound", bound),
+        ]
+    }
+
     /// The bound, or `None` for an unbounded semaphore.
     pub fn max(&self) -> Option<u32> {
         match self.max.load(Ordering::Relaxed) {

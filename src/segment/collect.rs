@@ -329,6 +329,7 @@ fn collect(opts: &Options, unlink: bool) -> io::Result<Vec<String>> {
 ///
 /// `InvalidName`, `NotFound`, `PermissionDenied`; `Corrupted` for a file that is not a
 /// shmsync object.
+#[cfg(not(loom))] // for `inspect`, which loom builds leave out
 pub(crate) fn read_object(
     name: &str,
     opts: &Options,
@@ -350,6 +351,7 @@ pub(crate) fn read_object(
 }
 
 /// An I/O error as the `OpenError` its errno stands for.
+#[cfg(not(loom))]
 fn open_error(e: io::Error) -> OpenError {
     match rustix::io::Errno::from_io_error(&e) {
         Some(errno) => OpenError::from(errno),

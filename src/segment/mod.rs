@@ -27,6 +27,7 @@ use crate::OpenError;
 use crate::layout::ObjectKind;
 use crate::wake::futex::Deadline;
 
+#[cfg(not(loom))]
 pub(crate) use collect::read_object;
 pub use collect::{gc, gc_dry_run, segments};
 pub(crate) use header::{Element, Expected, Spec};

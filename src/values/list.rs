@@ -43,7 +43,7 @@ const SWAP_REMOVE: u32 = 4;
 /// The list's control block; the record's value and the slots follow.
 #[repr(C)]
 #[derive(Default)]
-struct Control {
+pub(crate) struct Control {
     lock: RawLock,
     len: AtomicU64,
     op: AtomicU32,
@@ -54,6 +54,16 @@ struct Control {
 }
 
 const CONTROL_LEN: usize = 128;
+
+impl Control {
+    /// The lock's word and the length, for `shmsync inspect`.
+    #[cfg(not(loom))]
+    pub(crate) fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut out = self.lock.describe();
+        out.push(("len", self.len.load(Ordering::Relaxed).to_string()));
+        out
+    }
+}
 const _: () = assert!(size_of::<Control>() <= CONTROL_LEN);
 
 /// A list of plain values in a named segment, with a fixed capacity.

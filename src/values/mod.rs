@@ -9,6 +9,8 @@ mod value;
 
 pub use dict::Dict;
 pub use fixed_str::{FixedStr, FixedStrError};
+#[cfg(not(loom))]
+pub(crate) use list::Control as ListControl;
 pub use list::{List, ListGuard};
 pub use shared::Shared;
 pub use value::{Array, ArrayGuard, Value};

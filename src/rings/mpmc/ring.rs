@@ -42,6 +42,14 @@ pub(crate) struct Positions {
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Positions>() == 256);
 
+impl Positions {
+    /// Head and tail, each read once, for `shmsync inspect`.
+    #[cfg(not(loom))]
+    pub(crate) fn snapshot(&self) -> (u64, u64) {
+        (self.head.load(Ordering::Relaxed), self.tail.load(Ordering::Relaxed))
+    }
+}
+
 /// One slot: its stamp, then the element.
 #[repr(C)]
 #[derive(Debug)]

@@ -35,6 +35,14 @@ pub(crate) struct Indices {
 #[cfg(not(loom))]
 const _: () = assert!(size_of::<Indices>() == 256 && align_of::<Indices>() == 128);
 
+impl Indices {
+    /// Head and tail, each read once, for `shmsync inspect`.
+    #[cfg(not(loom))]
+    pub(crate) fn snapshot(&self) -> (u64, u64) {
+        (self.head.load(Ordering::Relaxed), self.tail.load(Ordering::Relaxed))
+    }
+}
+
 /// The shared state was found inconsistent (a peer wrote garbage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Corrupted;
