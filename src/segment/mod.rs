@@ -722,9 +722,11 @@ fn new_instance_id() -> u64 {
 }
 
 /// Unlinks a file this process just created unless disarmed: a failed or panicking
-/// `create` leaves no half-made segment behind. It checks that the name still refers to
-/// our inode, so it never removes a file that someone else put there meanwhile.
-struct UnlinkOnDrop {
+/// `create` leaves no half-made segment behind, and a [`Scope`] its objects. It checks
+/// that the name still refers to our inode, so it never removes a file that someone else
+/// put there meanwhile.
+#[derive(Debug)]
+pub(super) struct UnlinkOnDrop {
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -734,15 +736,18 @@ struct UnlinkOnDrop {
 impl UnlinkOnDrop {
     fn new(path: &Path, fd: &OwnedFd) -> Result<Self, OpenError> {
         match rustix::fs::fstat(fd) {
-            Ok(st) => {
-                Ok(Self { path: path.to_path_buf(), dev: st.st_dev, ino: st.st_ino, armed: true })
-            }
+            Ok(st) => Ok(Self::of(path, &st)),
             // Without an inode to compare we unlink by name: we created it an instant ago.
             Err(e) => {
                 let _ = rustix::fs::unlink(path);
                 Err(OpenError::from(e))
             }
         }
+    }
+
+    /// Armed for the file whose `fstat` is `st`, at `path`.
+    pub(super) fn of(path: &Path, st: &rustix::fs::Stat) -> Self {
+        Self { path: path.to_path_buf(), dev: st.st_dev, ino: st.st_ino, armed: true }
     }
 
     fn disarm(mut self) {

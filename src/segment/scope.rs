@@ -1,6 +1,6 @@
 //! [`Scope`]: objects that are unlinked when their creator's scope ends.
 
-use std::path::PathBuf;
+use super::UnlinkOnDrop;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Unlinks every object created through it (with [`Options::scope`](crate::Options::scope))
@@ -37,17 +37,9 @@ pub struct Scope {
     owned: ScopeRef,
 }
 
-/// One object a scope created: where, and which file (so a re-created name is spared).
-#[derive(Debug)]
-struct Owned {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
 /// What [`Options`](crate::Options) keeps of a scope: the shared list of its objects.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ScopeRef(Arc<Mutex<Vec<Owned>>>);
+pub(crate) struct ScopeRef(Arc<Mutex<Vec<UnlinkOnDrop>>>);
 
 impl PartialEq for ScopeRef {
     fn eq(&self, other: &Self) -> bool {
@@ -61,7 +53,7 @@ impl ScopeRef {
     /// Adds the object just created at `path`, the file `fd` is open on.
     pub(crate) fn register(&self, path: &std::path::Path, fd: std::os::fd::BorrowedFd<'_>) {
         if let Ok(st) = rustix::fs::fstat(fd) {
-            let owned = Owned { path: path.to_path_buf(), dev: st.st_dev, ino: st.st_ino };
+            let owned = UnlinkOnDrop::of(path, &st);
             self.0.lock().unwrap_or_else(PoisonError::into_inner).push(owned);
         }
     }
@@ -90,14 +82,7 @@ impl Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        let owned =
-            std::mem::take(&mut *self.owned.0.lock().unwrap_or_else(PoisonError::into_inner));
-        for o in owned {
-            if let Ok(st) = rustix::fs::lstat(&o.path) {
-                if st.st_dev == o.dev && st.st_ino == o.ino {
-                    let _ = rustix::fs::unlink(&o.path);
-                }
-            }
-        }
+        // Each unlinks its name if the name still leads to its file.
+        drop(std::mem::take(&mut *self.owned.0.lock().unwrap_or_else(PoisonError::into_inner)));
     }
 }
