@@ -15,8 +15,31 @@ use super::info::{Attacher, SegmentInfo};
 use super::{Options, validate_name};
 use crate::OpenError;
 
-const UNINITIALISED: &str =
-    "not initialised: its creator died before publishing it, or is still at it";
+/// Why a shmsync file is not a sound object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Problem {
+    /// Its creator has not published it: it died, or is still at it.
+    Uninitialised,
+    /// A state word no creator writes.
+    UnknownState,
+    /// Written by another layout version.
+    OtherVersion,
+    /// Header fields that contradict each other or the file.
+    Contradictory,
+}
+
+impl Problem {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Uninitialised => {
+                "not initialised: its creator died before publishing it, or is still at it"
+            }
+            Self::UnknownState => "corrupted: an unknown state word",
+            Self::OtherVersion => "written by another layout version of shmsync",
+            Self::Contradictory => "corrupted: its header contradicts itself or the file",
+        }
+    }
+}
 
 /// A header read into memory: aligned for `Header`, whose fields are all integers.
 #[repr(C, align(8))]
@@ -31,7 +54,7 @@ enum Found {
     /// too, so listings and `gc` skip it; only `create` at its name replaces it.
     Unborn,
     /// A shmsync object, sound or not.
-    Object { v: Result<Validated, String>, len: u64 },
+    Object { v: Result<Validated, Problem>, len: u64 },
 }
 
 fn open_file(path: &Path) -> io::Result<OwnedFd> {
@@ -58,7 +81,7 @@ fn examine(fd: &OwnedFd) -> io::Result<Found> {
     if len < HEADER_LEN as u64 || read < HEADER_LEN {
         // A creator writes the magic number before anything else: one that died then.
         return Ok(if magic {
-            Found::Object { v: Err(UNINITIALISED.to_owned()), len }
+            Found::Object { v: Err(Problem::Uninitialised), len }
         } else {
             Found::Foreign
         });
@@ -74,11 +97,11 @@ fn examine(fd: &OwnedFd) -> io::Result<Found> {
     // list directories.
     let header = unsafe { &*bytes.0.as_ptr().cast::<Header>() };
     let v = match header.state() {
-        State::Uninit => Err(UNINITIALISED.to_owned()),
-        State::Invalid => Err("corrupted: an unknown state word".to_owned()),
+        State::Uninit => Err(Problem::Uninitialised),
+        State::Invalid => Err(Problem::UnknownState),
         State::Ready => header.describe(len).map_err(|e| match e {
-            OpenError::VersionMismatch => "written by another layout version of shmsync".to_owned(),
-            _ => "corrupted: its header contradicts itself or the file".to_owned(),
+            OpenError::VersionMismatch => Problem::OtherVersion,
+            _ => Problem::Contradictory,
         }),
     };
     Ok(Found::Object { v, len })
@@ -176,7 +199,7 @@ fn objects(opts: &Options) -> io::Result<impl Iterator<Item = (String, PathBuf, 
 }
 
 /// The listing entry of a shmsync file, sound (`v` is `Ok`) or not (the problem).
-fn describe(name: String, path: PathBuf, v: Result<Validated, String>, len: u64) -> SegmentInfo {
+fn describe(name: String, path: PathBuf, v: Result<Validated, Problem>, len: u64) -> SegmentInfo {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     match v {
         Ok(v) => SegmentInfo {
@@ -203,7 +226,7 @@ fn describe(name: String, path: PathBuf, v: Result<Validated, String>, len: u64)
             type_tag: 0,
             capacity: 0,
             created_at: 0,
-            problem: Some(problem),
+            problem: Some(problem.describe().to_owned()),
         },
     }
 }
@@ -297,7 +320,7 @@ fn collect(opts: &Options, unlink: bool) -> io::Result<Vec<String>> {
     for (name, path, fd, found) in objects(opts)? {
         // An unfinished file whose creator holds no lock died... or took its lock a
         // microsecond after writing the magic number: spare the young ones.
-        let unfinished = matches!(found, Found::Object { v: Err(ref p), .. } if p == UNINITIALISED);
+        let unfinished = matches!(found, Found::Object { v: Err(Problem::Uninitialised), .. });
         if unfinished && !older_than(&fd, std::time::Duration::from_secs(1)) {
             continue;
         }
@@ -341,7 +364,7 @@ pub(crate) fn read_object(
     let Found::Object { v, len } = examine(&fd).map_err(open_error)? else {
         return Err(OpenError::Corrupted);
     };
-    let info = describe(name.to_owned(), path, v.clone(), len);
+    let info = describe(name.to_owned(), path, v, len);
     let Ok(v) = v else { return Ok((info, Vec::new())) };
     let mut payload = vec![0u8; prefix.min(v.payload_len)];
     let read =
