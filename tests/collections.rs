@@ -188,13 +188,7 @@ fn a_dead_owners_insert_is_finished_from_its_record() {
     let list = List::<u64>::create(&name, 8).unwrap();
     list.extend_from_slice(&[1, 2, 3, 4]).unwrap();
     {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm/{name}"))
-            .unwrap();
-        // SAFETY: a test mapping of our own segment; nobody else uses it meanwhile.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+        let mut map = common::second_mapping(format!("/dev/shm/{name}"));
         let payload = 128;
         let put = |map: &mut memmap2::MmapMut, at: usize, v: u64| {
             map[at..at + 8].copy_from_slice(&v.to_le_bytes())
@@ -465,13 +459,7 @@ fn a_dead_writers_half_done_dict_insert_is_undone() {
     let _cleanup = Remove::shm(&name);
     let d = shmsync::Dict::<u64, u64>::create(&name, 64).unwrap();
     {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm/{name}"))
-            .unwrap();
-        // SAFETY: a test mapping of our own segment; nobody else uses it meanwhile.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+        let mut map = common::second_mapping(format!("/dev/shm/{name}"));
         let shard = 128 + 128; // payload, then the dict's header
         let slot = 128 + 2560 + 3 * 24; // the tables; slot 3 of shard 0, 24 bytes a slot
         let put32 = |m: &mut memmap2::MmapMut, at: usize, v: u32| {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{arg, report, role, spawn, wait_for_parent};
@@ -15,35 +15,7 @@ use shmsync::{Event, ObjectKind, OpenError, Options, Scope, Stale, Value, mpmc};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A directory of the test's own in `/dev/shm`, removed (with whatever is left) on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let path = Path::new("/dev/shm").join(common::unique_name(&format!("dir-{tag}")));
-        std::fs::create_dir(&path).unwrap();
-        Self(path)
-    }
-
-    fn opts(&self) -> Options {
-        Options::new().dir(&self.0)
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Dir = common::TestDir;
 
 fn child_opts() -> Options {
     Options::new().dir(arg("DIR"))
@@ -70,7 +42,7 @@ fn an_aborted_creator_leaves_a_dead_attacher_that_gc_removes_and_a_live_one_keep
         None => {}
     }
     let dir = Dir::new("abort");
-    let dir_s = dir.0.to_str().unwrap();
+    let dir_s = dir.s();
     let mut aborter = spawn(
         "an_aborted_creator_leaves_a_dead_attacher_that_gc_removes_and_a_live_one_keeps_its_object",
         "abort",
@@ -132,9 +104,7 @@ fn a_record_forged_to_name_a_live_process_is_still_dead() {
     {
         // Through a second mapping: records claiming that this (live) process and init
         // are attached, state ATTACHED (1) in the high half of the first word.
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        // SAFETY: a test mapping of our own file; nobody else uses it meanwhile.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+        let mut map = common::second_mapping(&path);
         for (i, pid) in [std::process::id(), 1].into_iter().enumerate() {
             let word = (1u64 << 32) | u64::from(pid);
             map[at + 16 * i..at + 16 * i + 8].copy_from_slice(&word.to_le_bytes());
@@ -176,7 +146,7 @@ fn a_stale_queue_is_replaced_by_default_reported_on_error_and_reused_on_request(
         return; // drops the handle: left cleanly
     }
     let dir = Dir::new("stale");
-    let dir_s = dir.0.to_str().unwrap();
+    let dir_s = dir.s();
     let crash = |dir_s: &str| {
         let mut c = spawn(
             "a_stale_queue_is_replaced_by_default_reported_on_error_and_reused_on_request",
@@ -276,7 +246,7 @@ fn a_scope_unlinks_its_objects_on_drop_and_on_panic_and_gc_takes_a_killed_ones()
     let mut child = spawn(
         "a_scope_unlinks_its_objects_on_drop_and_on_panic_and_gc_takes_a_killed_ones",
         "scoped",
-        &[("DIR", dir.0.to_str().unwrap())],
+        &[("DIR", dir.s())],
     );
     child.expect("created", LIMIT);
     child.kill();
@@ -342,7 +312,7 @@ fn gc_looping_while_four_processes_churn_never_removes_a_live_object() {
         return;
     }
     let dir = Dir::new("gc-loop");
-    let dir_s = dir.0.to_str().unwrap().to_owned();
+    let dir_s = dir.s().to_owned();
     let millis = "10000";
     let shared = Value::<u64>::create_with("shared", 0, &dir.opts()).unwrap();
     let children: Vec<_> = (0..4)

@@ -1,46 +1,16 @@
 //! The built `shmsync` binary, run as a user would, on objects this test makes in a
 //! directory of its own under `/dev/shm`.
+#![allow(clippy::disallowed_types)] // the shared harness counts with std atomics
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use shmsync::{Event, Lock, Options, mpmc};
+use shmsync::{Event, Lock, mpmc};
 
-/// A directory of this test's own in `/dev/shm`, removed with its contents on drop.
-struct Dir(PathBuf);
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let path =
-            Path::new("/dev/shm").join(format!("shmsync-test-cli-{}-{tag}", std::process::id()));
-        std::fs::create_dir(&path).unwrap();
-        Self(path)
-    }
-
-    fn opts(&self) -> Options {
-        Options::new().dir(&self.0)
-    }
-
-    fn s(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type Dir = common::TestDir;
 
 /// Runs the binary with `args`, at most 60 s (its output read meanwhile, so a long
 /// listing never fills the pipe).

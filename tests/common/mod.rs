@@ -166,6 +166,51 @@ impl Drop for Proc {
     }
 }
 
+/// A directory of the test's own in `/dev/shm` (so that `gc` there sees only its
+/// objects), removed with whatever is left in it on drop.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> Self {
+        let path = Path::new("/dev/shm").join(unique_name(&format!("dir-{tag}")));
+        std::fs::create_dir(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn opts(&self) -> shmsync::Options {
+        shmsync::Options::new().dir(&self.0)
+    }
+
+    pub fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The names in it, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A second, writable mapping of a segment's file: how tests put a segment into the
+/// exact state a killed process leaves.
+pub fn second_mapping(path: impl AsRef<Path>) -> memmap2::MmapMut {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    // SAFETY: a test's mapping of its own segment file, used while no other handle in
+    // the test touches the words it writes.
+    unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap()
+}
+
 /// Removes a file or empty directory when dropped, panicking test or not.
 pub struct Remove(pub PathBuf);
 
