@@ -7,9 +7,10 @@
 //! (skipped, and said so, without it). Medians of 5 runs.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use shmsync::process::{self, Process};
 use shmsync::{Barrier, Dict, List};
@@ -113,22 +114,6 @@ if __name__ == "__main__":
         print("append", statistics.median(appends() for _ in range(3)))
 "#;
 
-fn python() -> Option<HashMap<String, f64>> {
-    let out = Command::new("python3").args(["-c", PYTHON, "2000"]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_owned(), v.parse::<f64>().ok()? * 1e9))
-            })
-            .collect(),
-    )
-}
-
 /// ns per operation of `Mutex<HashMap>` with two threads each doing `OPS` of them.
 fn mutex_hashmap(insert: bool) -> f64 {
     let map: Arc<Mutex<HashMap<u64, u64>>> =
@@ -179,49 +164,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let insert2 = median((0..5).map(|_| two_children(child_inserts).0).collect());
     let mutex_get = median((0..5).map(|_| mutex_hashmap(false)).collect());
     let mutex_insert = median((0..5).map(|_| mutex_hashmap(true)).collect());
-    let py = python();
-    let pyv = |k: &str| py.as_ref().and_then(|p| p.get(k).copied());
+    // Python reports seconds per operation.
+    let py = common::python(PYTHON, &["2000".to_owned()]);
+    let pyv = |k: &str| py.as_ref().and_then(|p| p.get(k)).map(|s| s * 1e9);
     let vs = |ours: f64, theirs: Option<f64>| {
         theirs.map_or("(no python3)".into(), |t| format!("{:.0}x", t / ours))
     };
 
     println!("collections, ns per operation, medians");
     println!("{:<58} {:>10} {:>14} {:>10}", "scenario", "shmsync", "other", "ratio");
-    println!(
-        "{:<58} {:>10.1} {:>14} {:>10}",
-        "Dict::get, one process (vs Manager().dict() d[k])",
-        get1,
-        pyv("get").map_or("-".into(), |v| format!("{v:.0}")),
-        vs(get1, pyv("get"))
-    );
-    println!(
-        "{:<58} {:>10.1} {:>14} {:>10}",
-        "Dict::insert, one process (vs d[k] = v)",
-        insert1,
-        pyv("set").map_or("-".into(), |v| format!("{v:.0}")),
-        vs(insert1, pyv("set"))
-    );
-    println!(
-        "{:<58} {:>10.1} {:>14} {:>10}",
-        "List::push (vs Manager().list().append)",
-        push1,
-        pyv("append").map_or("-".into(), |v| format!("{v:.0}")),
-        vs(push1, pyv("append"))
-    );
-    println!(
-        "{:<58} {:>10.1} {:>14.1} {:>9.2}x",
-        "Dict::get, 2 processes (vs Mutex<HashMap>, 2 threads)",
-        get2,
-        mutex_get,
-        get2 / mutex_get
-    );
-    println!(
-        "{:<58} {:>10.1} {:>14.1} {:>9.2}x",
-        "Dict::insert, 2 processes (vs Mutex<HashMap>, 2 threads)",
-        insert2,
-        mutex_insert,
-        insert2 / mutex_insert
-    );
+    let row = |scenario: &str, ours: f64, other: String, ratio: String| {
+        println!("{scenario:<58} {ours:>10.1} {other:>14} {ratio:>10}");
+    };
+    for (scenario, ours, python_key) in [
+        ("Dict::get, one process (vs Manager().dict() d[k])", get1, "get"),
+        ("Dict::insert, one process (vs d[k] = v)", insert1, "set"),
+        ("List::push (vs Manager().list().append)", push1, "append"),
+    ] {
+        let theirs = pyv(python_key);
+        row(scenario, ours, theirs.map_or("-".into(), |v| format!("{v:.0}")), vs(ours, theirs));
+    }
+    for (scenario, ours, mutex) in [
+        ("Dict::get, 2 processes (vs Mutex<HashMap>, 2 threads)", get2, mutex_get),
+        ("Dict::insert, 2 processes (vs Mutex<HashMap>, 2 threads)", insert2, mutex_insert),
+    ] {
+        row(scenario, ours, format!("{mutex:.1}"), format!("{:.2}x", ours / mutex));
+    }
     println!(
         "{:<58} {:>10.2}x  ({} gets by 2 processes started together in {:.1} ms; one alone: {:.1} ms)",
         "read throughput of 2 processes over 1",

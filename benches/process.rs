@@ -11,6 +11,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use shmsync::process::{self, Pool, Process};
 
 const ITEMS: u64 = 1_000_000;
@@ -87,30 +89,6 @@ if __name__ == "__main__":
         print("spawn_" + method, med(lambda: [one() for _ in range(spawns)], 3) / spawns)
 "#;
 
-fn python(rounds_for_1ms: u64) -> Option<Vec<(String, f64)>> {
-    let out = Command::new("python3")
-        .args(["-c", PYTHON])
-        .args(
-            [ITEMS, CHUNK as u64, APPLIES as u64, BUSY_TASKS, SPAWNS as u64, rounds_for_1ms]
-                .map(|n| n.to_string()),
-        )
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect(),
-    )
-}
-
 /// Rounds of `busy` that take about 1 ms here, and the same for Python's loop.
 fn calibrate() -> (u64, u64) {
     let mut rounds = 1_000u64;
@@ -160,11 +138,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }) / SPAWNS as u32;
     drop(pool);
 
-    let py = python(py_rounds);
-    let get = |k: &str| {
-        py.as_ref()
-            .and_then(|v| v.iter().find(|(n, _)| n == k).map(|(_, s)| Duration::from_secs_f64(*s)))
-    };
+    let args = [ITEMS, CHUNK as u64, APPLIES as u64, BUSY_TASKS, SPAWNS as u64, py_rounds]
+        .map(|n| n.to_string());
+    let py = common::python(PYTHON, &args);
+    // Python reports seconds.
+    let get = |k: &str| py.as_ref().and_then(|m| m.get(k)).map(|s| Duration::from_secs_f64(*s));
     let ratio = |ours: Duration, theirs: Option<Duration>| {
         theirs.map_or("(no python3)".to_string(), |t| {
             format!("{:.1}x", t.as_secs_f64() / ours.as_secs_f64())
@@ -173,47 +151,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let show = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{d:.2?}"));
     println!("process/pool, medians ({} CPUs here)", process::cpu_count());
     println!("{:<52} {:>12} {:>16} {:>10}", "scenario", "shmsync", "python3", "speed-up");
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        format!("Pool(2).map of {ITEMS} u64 squares, chunksize {CHUNK}"),
+    let row = |scenario: &str, ours: Duration, python: &str, ratio: String| {
+        println!("{scenario:<52} {ours:>12.2?} {:>16} {ratio:>10}", show(get(python)));
+    };
+    row(
+        &format!("Pool(2).map of {ITEMS} u64 squares, chunksize {CHUNK}"),
         map,
-        show(get("map")),
-        ratio(map, get("map"))
+        "map",
+        ratio(map, get("map")),
     );
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        "apply round trip",
-        apply,
-        show(get("apply")),
-        ratio(apply, get("apply"))
-    );
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        format!("{BUSY_TASKS} tasks of ~1 ms on Pool(2)"),
+    row("apply round trip", apply, "apply", ratio(apply, get("apply")));
+    let speed_up = busy_one.as_secs_f64() / busy_pool.as_secs_f64();
+    row(
+        &format!("{BUSY_TASKS} tasks of ~1 ms on Pool(2)"),
         busy_pool,
-        show(get("busy_pool")),
-        format!("{:.2}x one process", busy_one.as_secs_f64() / busy_pool.as_secs_f64())
+        "busy_pool",
+        format!("{speed_up:.2}x one process"),
     );
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        format!("{BUSY_TASKS} tasks of ~1 ms in one process"),
+    row(
+        &format!("{BUSY_TASKS} tasks of ~1 ms in one process"),
         busy_one,
-        show(get("busy_one")),
-        ""
+        "busy_one",
+        String::new(),
     );
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        "spawn + join a trivial Process (vs fork)",
-        spawn,
-        show(get("spawn_fork")),
-        ratio(spawn, get("spawn_fork"))
-    );
-    println!(
-        "{:<52} {:>12.2?} {:>16} {:>10}",
-        "spawn + join a trivial Process (vs spawn)",
-        spawn,
-        show(get("spawn_spawn")),
-        ratio(spawn, get("spawn_spawn"))
-    );
+    for (method, key) in [("fork", "spawn_fork"), ("spawn", "spawn_spawn")] {
+        let scenario = format!("spawn + join a trivial Process (vs {method})");
+        row(&scenario, spawn, key, ratio(spawn, get(key)));
+    }
     Ok(())
 }

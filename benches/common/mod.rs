@@ -31,6 +31,25 @@ pub struct Control {
 // SAFETY: repr(C), atomics only.
 unsafe impl ShmSafe for Control {}
 
+/// Runs `python3 -c script args...` and reads its output's `name value` lines: the
+/// Python side of a comparison. `None` (and why, on stderr) without a working python3.
+pub fn python(script: &str, args: &[String]) -> Option<std::collections::HashMap<String, f64>> {
+    let out = Command::new("python3").arg("-c").arg(script).args(args).output().ok()?;
+    if !out.status.success() {
+        eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
 /// A unique name for a bench object.
 pub fn name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
