@@ -191,6 +191,5 @@ pub(crate) fn counted(
         *counter.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         f();
     });
-    let n = *runs.lock().unwrap_or_else(|e| e.into_inner());
-    n
+    *runs.lock().unwrap_or_else(|e| e.into_inner())
 }
