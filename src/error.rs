@@ -885,3 +885,49 @@ impl fmt::Display for BarrierError {
 }
 
 impl std::error::Error for BarrierError {}
+
+/// Why a [`WaitSet`](crate::WaitSet) call failed.
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmsync::{WaitSet, WaitSetError};
+///
+/// let mut set = WaitSet::new();
+/// assert_eq!(set.wait_timeout(Duration::from_millis(1)), Err(WaitSetError::NoEntries));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitSetError {
+    /// The set holds [`WaitSet::MAX_ENTRIES`](crate::WaitSet::MAX_ENTRIES) entries
+    /// already (one `futex_waitv` sleeps on at most 128 words).
+    TooMany {
+        /// The most entries a set holds.
+        limit: usize,
+    },
+    /// The entry could never become ready, so registering it is refused (the sending end
+    /// of a one-way pipe cannot receive; a message longer than the pipe takes never fits).
+    Unsupported {
+        /// Why, in words.
+        reason: String,
+    },
+    /// The set has no entries: waiting would never end.
+    NoEntries,
+    /// No entry became ready before the timeout.
+    Timeout,
+}
+
+impl fmt::Display for WaitSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooMany { limit } => write!(f, "a wait set holds at most {limit} entries"),
+            Self::Unsupported { reason } => write!(f, "this entry could never be ready: {reason}"),
+            Self::NoEntries => f.write_str("the wait set has no entries to wait on"),
+            Self::Timeout => {
+                f.write_str("no entry of the wait set became ready before the timeout")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WaitSetError {}

@@ -180,6 +180,8 @@ pub mod raw; // the algorithms, over memory the caller provides
 mod rings; // the ring queues: layout rule, wait loop, doorbell, two-party sides, keeper
 mod segment; // named segments: names, header, options, the typed-object plumbing
 mod values; // Shared<T>, Value<T>, Array<T>
+#[cfg(not(loom))] // sleeps on mapped objects; its hand-off is loom-checked in rings::doorbell
+pub mod waitset; // WaitSet: one sleep on many queues, pipes, events and semaphores
 mod wake; // every door to the kernel's futex ABI
 
 pub use bytemuck;
@@ -189,7 +191,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub use error::{
     BarrierError, CapacityError, ChunkError, Corrupted, IndexError, InsertError, LayoutProperty,
     LockError, LockResult, OpenError, PopError, PushError, RecvError, ReleaseError, SendError,
-    TryLockError,
+    TryLockError, WaitSetError,
 };
 #[cfg(not(loom))]
 pub use inspect::inspect;
@@ -211,3 +213,5 @@ pub use shmsync_derive::{Pod, Zeroable};
 pub use values::{
     Array, ArrayGuard, Dict, FixedStr, FixedStrError, List, ListGuard, Shared, Value,
 };
+#[cfg(not(loom))]
+pub use waitset::WaitSet;

@@ -65,6 +65,12 @@ impl Event {
         self.raw().wait_deadline(deadline)
     }
 
+    /// A wait-set entry that is ready while the flag is set.
+    #[cfg(not(loom))]
+    pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {
+        super::WordSource::boxed(&self.inner, RawEvent::is_set, RawEvent::announce_waiter)
+    }
+
     /// The event itself.
     pub fn raw(&self) -> &RawEvent {
         self.inner.get()

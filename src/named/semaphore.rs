@@ -159,6 +159,13 @@ impl Semaphore {
         self.inner.get()
     }
 
+    /// A wait-set entry that is ready while a permit is available.
+    #[cfg(not(loom))]
+    pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {
+        let has_permit = |sem: &RawSemaphore| sem.value() > 0;
+        super::WordSource::boxed(&self.inner, has_permit, RawSemaphore::announce_waiter)
+    }
+
     fn check_bound(max: u32) -> Result<(), OpenError> {
         if max == 0 {
             return Err(invalid_capacity(

@@ -185,6 +185,34 @@ impl ByteRing {
         unsafe { self.data.as_ptr().cast::<u8>().add(offset) }
     }
 
+    /// The skip marker and the room in all a message of `len` bytes needs at `tail`: a
+    /// frame never wraps, so one that does not fit before the end skips to the start.
+    fn room_needed(&self, tail: u64, len: usize) -> (u64, u64) {
+        let frame = frame_len(len);
+        let before_end = self.size - self.offset(tail) as u64;
+        let skip = if frame <= before_end { 0 } else { before_end };
+        (skip, skip + frame)
+    }
+
+    /// Whether a message (or garbage to report) waits at the reader's recorded position:
+    /// a wait set's look, from the shared positions only, in the reader's process.
+    #[cfg(not(loom))]
+    pub(crate) fn has_message(&self) -> bool {
+        let head = self.indices().head.load(Ordering::Relaxed);
+        self.frame_at(head).map_or(true, |frame| frame.is_some())
+    }
+
+    /// Whether a message of `len` bytes fits at the writer's recorded position now (or
+    /// the positions are garbage, to report): a wait set's look, in the writer's process.
+    #[cfg(not(loom))]
+    pub(crate) fn has_room_for(&self, len: usize) -> bool {
+        // Acquire pairs with the Release in `ByteReader::release`, as in `free`.
+        let head = self.indices().head.load(Ordering::Acquire);
+        let tail = self.indices().tail.load(Ordering::Relaxed);
+        let Ok(used) = check(self, head, tail) else { return true };
+        self.size - used >= self.room_needed(tail, len).1
+    }
+
     /// The writer's position as `tail` records it, and as it really is: past the frame
     /// (with its skip marker) a writer published at the recorded `tail` without recording
     /// it, if it died between the two stores (or is between them now). The reader may
@@ -312,10 +340,7 @@ impl ByteWriter {
     /// [`ByteRing::max_message`]); `None` if the ring has no room for it now.
     pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>, Corrupted> {
         debug_assert!(len <= self.ring.max_message());
-        let frame = frame_len(len);
-        let before_end = self.ring.size - self.ring.offset(self.tail) as u64;
-        let skip = if frame <= before_end { 0 } else { before_end };
-        let need = skip + frame;
+        let (skip, need) = self.ring.room_needed(self.tail, len);
         Ok((self.free(need)? >= need).then_some(Reservation { at: self.tail, skip, len }))
     }
 
@@ -431,6 +456,12 @@ impl ByteReader {
         let head = ring.indices().head.load(Ordering::Acquire);
         let (_, attached_at) = ring.settled_tail(head)?;
         Ok(Self { ring, head, attached_at })
+    }
+
+    /// The ring this end reads.
+    #[cfg(not(loom))]
+    pub(crate) fn ring(&self) -> &ByteRing {
+        &self.ring
     }
 
     /// Where the messages published before this reader attached end.

@@ -9,11 +9,12 @@ use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use crate::pipe::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Reservation};
 use crate::rings::keeper::RoleClaim;
-use crate::rings::side::Side;
+use crate::rings::side::{EndSource, Side};
 use crate::rings::spsc::ring::Indices;
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Segment, SegmentInfo, Spec};
+use crate::waitset::source::Source;
 use crate::wake::futex::{Deadline, Wait};
 
 /// `Control::mode` of a pipe with a ring in each direction.
@@ -278,12 +279,29 @@ pub struct Connection {
     /// This end's and the other end's shared state, looked up once.
     me: NonNull<Side>,
     peer: NonNull<Side>,
-    segment: Segment,
+    /// Shared with the wait-set entries of this end, which keep the mapping alive.
+    segment: std::sync::Arc<Segment>,
 }
 
 // SAFETY: the handle owns its end of the pipe; the mapping is shared memory usable from
 // any thread, and the end is held by the process's keeper, not by a thread.
 unsafe impl Send for Connection {}
+
+/// Where an end's wait-set entry looks: one direction's ring, and the message length
+/// to find room for (`None`: look for a message).
+struct Look {
+    ring: ByteRing,
+    send_len: Option<usize>,
+}
+
+impl Look {
+    fn ready(&self) -> bool {
+        match self.send_len {
+            Some(len) => self.ring.has_room_for(len),
+            None => self.ring.has_message(),
+        }
+    }
+}
 
 impl Connection {
     /// Checks what the segment layer leaves to the pipe and takes up `end`.
@@ -343,8 +361,31 @@ impl Connection {
             spin: true,
             me: NonNull::from(&**me),
             peer: NonNull::from(&**peer),
-            segment,
+            segment: std::sync::Arc::new(segment),
         })
+    }
+
+    /// A wait-set entry that is ready when a message waits (`None` on the sending end of
+    /// a one-way pipe).
+    pub(crate) fn recv_source(&self) -> Option<Box<dyn Source>> {
+        let ring = *self.reader.as_ref()?.ring();
+        Some(self.source(ring, None))
+    }
+
+    /// A wait-set entry that is ready when a message of `len` bytes fits.
+    pub(crate) fn send_source(&self, len: usize) -> Result<Box<dyn Source>, String> {
+        let writer = self.writer.as_ref().ok_or("this end of a one-way pipe only receives")?;
+        let max = writer.ring().max_message();
+        if len > max {
+            return Err(format!("a message of {len} bytes is longer than this pipe takes ({max})"));
+        }
+        Ok(self.source(*writer.ring(), Some(len)))
+    }
+
+    fn source(&self, ring: ByteRing, send_len: Option<usize>) -> Box<dyn Source> {
+        let (me, peer) = self.sides();
+        // SAFETY: the sides and the ring are in the pipe's mapping.
+        unsafe { EndSource::boxed(&self.segment, me, peer, Look { ring, send_len }, Look::ready) }
     }
 
     /// The largest message [`send`](Self::send) takes (at least half the capacity asked

@@ -91,6 +91,13 @@ impl RawEvent {
         }
     }
 
+    /// Raises `WAITERS` (so that the next `set` wakes) and returns the word and the
+    /// flagged value to sleep on: a wait set's announce.
+    #[cfg(not(loom))]
+    pub(crate) fn announce_waiter(&self) -> (&AtomicU32, u32) {
+        (&self.word, futex::raise_now(&self.word, WAITERS))
+    }
+
     /// Clears the flag. Waiters keep waiting for the next `set`.
     pub fn clear(&self) {
         self.word.fetch_and(!SET, Ordering::Relaxed);

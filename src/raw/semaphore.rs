@@ -159,6 +159,15 @@ impl RawSemaphore {
         Ok(())
     }
 
+    /// Raises `WAITERS` (so that the next `release` wakes a sleeper) and returns the word
+    /// and the flagged value to sleep on: a wait set's announce. A release wakes one
+    /// sleeper; if that is a set that then leaves the permit, the semaphore's other
+    /// sleepers find it within their 10 ms slice (module docs).
+    #[cfg(not(loom))]
+    pub(crate) fn announce_waiter(&self) -> (&AtomicU32, u32) {
+        (&self.word, futex::raise_now(&self.word, WAITERS))
+    }
+
     /// The number of permits available right now (a snapshot).
     pub fn value(&self) -> u32 {
         self.word.load(Ordering::Relaxed) & COUNT_MASK

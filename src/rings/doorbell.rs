@@ -128,26 +128,40 @@ impl Doorbell {
     }
 }
 
-/// One sleeper on several doorbells at once (a wait set): announces itself on every one,
-/// runs **one** heavy fence, re-checks `ready` (work on any of them), and only then sleeps
-/// on all their words in one `futex_waitv` until any is rung or `deadline`. Each
-/// doorbell's hand-off is the one-doorbell protocol above: a ring after the announce
-/// either is seen by the re-check or wakes the sleep. Callers loop.
-#[allow(dead_code)] // the wait set's core, checked by its models; the set itself is to come
+/// One sleeper on several doorbells at once: announces itself on every one, then
+/// [`sleep_on_words`]. What the loom models and the real-futex test drive; a
+/// [`WaitSet`](crate::WaitSet) announces on its entries (doorbells, peers' role words,
+/// events' and semaphores' words) and calls [`sleep_on_words`] itself.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn sleep_on_many(
     bells: &[(&Doorbell, Sleepers)],
     heavy_fence: impl Fn(),
     deadline: &Deadline,
     ready: &mut dyn FnMut() -> bool,
 ) {
-    let seen: Vec<(&AtomicU32, u32)> =
+    let words: Vec<(&AtomicU32, u32)> =
         bells.iter().map(|(b, _)| (b.word(), b.announce())).collect();
-    heavy_fence();
-    if !ready() {
-        let _ = futex::wait_any(&seen, deadline);
-    }
+    sleep_on_words(&words, heavy_fence, deadline, ready);
     for (bell, sleepers) in bells {
         bell.done(*sleepers);
+    }
+}
+
+/// The core of a wait set's sleep, once the sleeper has announced itself on every entry
+/// (raised each flag and read each word): runs **one** heavy fence, re-checks `ready`
+/// (work on any entry), and only then sleeps on all the words in one `futex_waitv` until
+/// any is woken or changed, or `deadline`. Each entry's hand-off is the one-doorbell
+/// protocol above: a ring after the announce either is seen by the re-check or wakes the
+/// sleep. The caller then ends the sleep on each entry (`done`) and loops.
+pub(crate) fn sleep_on_words(
+    words: &[(&AtomicU32, u32)],
+    heavy_fence: impl Fn(),
+    deadline: &Deadline,
+    ready: &mut dyn FnMut() -> bool,
+) {
+    heavy_fence();
+    if !ready() {
+        let _ = futex::wait_any(words, deadline);
     }
 }
 

@@ -131,3 +131,70 @@ impl Side {
         self.bell.done(Sleepers::One);
     }
 }
+
+/// A wait-set entry on one end of a two-party object (an SPSC end, a pipe end): ready when
+/// `look(&place)` says there is work or room, or the peer is gone; sleeps on this end's
+/// doorbell and on the peer's role word, as [`Side::sleep`] does. Keeps the mapping alive.
+pub(crate) struct EndSource<P> {
+    _segment: std::sync::Arc<crate::segment::Segment>,
+    me: std::ptr::NonNull<Side>,
+    peer: std::ptr::NonNull<Side>,
+    /// Where `look` looks (ring positions), inside the same mapping.
+    place: P,
+    look: fn(&P) -> bool,
+}
+
+// SAFETY: the sides and `place` lead into the mapping that `_segment` keeps alive (the
+// contract of `boxed`), shared memory read only through atomics.
+unsafe impl<P> Send for EndSource<P> {}
+// SAFETY: as above.
+unsafe impl<P> Sync for EndSource<P> {}
+
+impl<P: 'static> EndSource<P> {
+    /// The entry for the end `me` (whose peer is `peer`) of the object in `segment`.
+    ///
+    /// # Safety
+    ///
+    /// `me`, `peer` and whatever `place` points to must lie in `segment`'s mapping.
+    pub(crate) unsafe fn boxed(
+        segment: &std::sync::Arc<crate::segment::Segment>,
+        me: &Side,
+        peer: &Side,
+        place: P,
+        look: fn(&P) -> bool,
+    ) -> Box<dyn crate::waitset::source::Source> {
+        Box::new(Self {
+            _segment: std::sync::Arc::clone(segment),
+            me: std::ptr::NonNull::from(me),
+            peer: std::ptr::NonNull::from(peer),
+            place,
+            look,
+        })
+    }
+
+    fn sides(&self) -> (&Side, &Side) {
+        // SAFETY: into the mapping `_segment` keeps alive.
+        unsafe { (self.me.as_ref(), self.peer.as_ref()) }
+    }
+}
+
+impl<P: 'static> crate::waitset::source::Source for EndSource<P> {
+    fn is_ready(&self) -> bool {
+        (self.look)(&self.place) || self.sides().1.gone()
+    }
+
+    /// Raises this end's sleeping flag and asks to be woken when the peer's role is
+    /// released or its holder dies: the first half of [`Side::sleep`].
+    fn announce(&self) -> crate::waitset::source::Announced<'_> {
+        let (me, peer) = self.sides();
+        let seen = me.bell.announce();
+        crate::waitset::source::Announced {
+            wake: (me.bell.word(), seen),
+            death: Some(peer.role.announce_waiter()),
+        }
+    }
+
+    fn done(&self) {
+        self.sides().0.bell.done(Sleepers::One);
+    }
+}

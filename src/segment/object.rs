@@ -11,7 +11,8 @@ use crate::segment::{Element, Expected, Options, Segment, SegmentInfo, Spec};
 
 /// A segment of kind `kind` whose payload is exactly one `T`.
 pub(crate) struct Object<T: ShmSafe> {
-    segment: Segment,
+    /// Shared with the wait-set entries of this object, which keep the mapping alive.
+    segment: std::sync::Arc<Segment>,
     _holds: PhantomData<T>,
 }
 
@@ -83,7 +84,7 @@ impl<T: ShmSafe> Object<T> {
         if segment.payload_len() != size_of::<T>() || segment.capacity() != 1 {
             return Err(OpenError::Corrupted);
         }
-        Ok(Self { segment, _holds: PhantomData })
+        Ok(Self { segment: std::sync::Arc::new(segment), _holds: PhantomData })
     }
 
     /// The value in the segment.
@@ -93,6 +94,13 @@ impl<T: ShmSafe> Object<T> {
         // aligned for T; every bit pattern is a valid T (ShmSafe), and the mapping lives
         // as long as `self`.
         unsafe { &*self.segment.payload().as_ptr().cast::<T>() }
+    }
+
+    /// The value and the mapping that holds it, for a reference that must outlive this
+    /// handle's borrow (a wait-set entry): the value stays valid while the `Arc` lives.
+    #[cfg(not(loom))]
+    pub(crate) fn shared(&self) -> (std::sync::Arc<Segment>, NonNull<T>) {
+        (std::sync::Arc::clone(&self.segment), NonNull::from(self.get()))
     }
 
     pub(crate) fn info(&self) -> &SegmentInfo {

@@ -192,6 +192,19 @@ pub(crate) fn raise(word: &AtomicU32, current: u32, flag: u32) -> Result<u32, u3
     Ok(flagged)
 }
 
+/// Raises `flag` in `word` whatever it holds, and returns the flagged value: the announce
+/// of a sleeper that re-checks its condition afterwards (a wait set on an event or a
+/// semaphore).
+pub(crate) fn raise_now(word: &AtomicU32, flag: u32) -> u32 {
+    let mut current = word.load(crate::loom::Ordering::Acquire);
+    loop {
+        match raise(word, current, flag) {
+            Ok(flagged) => return flagged,
+            Err(now) => current = now,
+        }
+    }
+}
+
 /// `futex(word, FUTEX_WAIT_BITSET, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY)`:
 /// sleeps while `*word == expected`, until woken or until `deadline`.
 ///

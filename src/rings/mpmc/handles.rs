@@ -16,6 +16,7 @@ use crate::rings::mpmc::ring::{PopFailure, Positions, PushFailure, Ring, Slot};
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Segment, SegmentInfo};
+use crate::waitset::source::{Announced, Source};
 use crate::wake::fence;
 use crate::wake::futex::Wait;
 
@@ -111,7 +112,8 @@ struct Inner<T> {
     ring: Ring<T>,
     /// The payload's control block, looked up once: every operation reads it.
     control: NonNull<Control>,
-    segment: Segment,
+    /// Shared with the wait-set entries of this queue, which keep the mapping alive.
+    segment: Arc<Segment>,
     _holds: PhantomData<T>,
 }
 
@@ -352,7 +354,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
                 inherited,
                 ring,
                 control: NonNull::from(control),
-                segment,
+                segment: Arc::new(segment),
                 _holds: PhantomData,
             }),
         })
@@ -396,10 +398,12 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
 
     /// Whether no other handle is alive (in this process or another) and some other
     /// handle had done what `mask` records (pushed or popped).
-    fn alone_after(&self, mask: &AtomicU64, inherited: bool) -> bool {
+    /// `borrowed`: references to this process's attachment that are not handles (a wait
+    /// set's look holds one).
+    fn alone_after(&self, mask: &AtomicU64, inherited: bool, borrowed: usize) -> bool {
         let control = self.control();
         let others = mask.load(Ordering::Acquire) & !(1u64 << self.inner.member);
-        if Arc::strong_count(&self.inner) > 1 || (others == 0 && !inherited) {
+        if Arc::strong_count(&self.inner) > 1 + borrowed || (others == 0 && !inherited) {
             return false;
         }
         !control
@@ -495,7 +499,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
                 Err(PushFailure::Corrupted(v)) => return Err(PushError::Corrupted(v)),
             }
         }
-        if self.alone_after(&self.control().poppers, self.inner.inherited.1) {
+        if self.alone_after(&self.control().poppers, self.inner.inherited.1, 0) {
             Err(PushError::Disconnected(value))
         } else {
             Err(PushError::Full(value))
@@ -631,7 +635,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         for _ in 0..MEMBERS * LANES {
             if !self.step_over_dead_claim() {
                 if alone_checked
-                    || !self.alone_after(&self.control().pushers, self.inner.inherited.0)
+                    || !self.alone_after(&self.control().pushers, self.inner.inherited.0, 0)
                 {
                     break;
                 }
@@ -734,6 +738,83 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// Facts about the segment.
     pub fn info(&self) -> &SegmentInfo {
         self.inner.segment.info()
+    }
+}
+
+/// A wait-set entry on a queue: the ring and the doorbell to sleep on, with the mapping
+/// kept alive, and a weak reference to this process's attachment for the closer look
+/// (weak, so that the entry does not count as a handle for `Disconnected`).
+struct QueueSource<T: bytemuck::Pod + crate::ShmSafe> {
+    _segment: Arc<Segment>,
+    ring: Ring<T>,
+    bell: NonNull<Doorbell>,
+    queue: std::sync::Weak<Inner<T>>,
+    /// The entry waits to pop (else to push).
+    pop: bool,
+}
+
+// SAFETY: the pointers lead into the mapping that `_segment` keeps alive, shared memory
+// reached only through atomics and the ring's stamp protocol.
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe> Send for QueueSource<T> {}
+// SAFETY: as above.
+unsafe impl<T: bytemuck::Pod + crate::ShmSafe> Sync for QueueSource<T> {}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> QueueSource<T> {
+    fn new(queue: &Queue<T>, pop: bool) -> Box<Self> {
+        let control = queue.control();
+        let bell = if pop { &control.not_empty } else { &control.not_full };
+        Box::new(Self {
+            _segment: Arc::clone(&queue.inner.segment),
+            ring: queue.inner.ring,
+            bell: NonNull::from(&**bell),
+            queue: Arc::downgrade(&queue.inner),
+            pop,
+        })
+    }
+}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> Source for QueueSource<T> {
+    fn is_ready(&self) -> bool {
+        if self.pop { self.ring.next_is_published() } else { self.ring.next_is_free() }
+    }
+
+    /// What the calls find on their slow path: a claim a dead member left unfinished
+    /// (the call steps over it or releases it), or no other handle left (`Disconnected`).
+    fn is_ready_closely(&self) -> bool {
+        let Some(inner) = self.queue.upgrade() else { return false };
+        let q = Queue { inner };
+        let control = q.control();
+        if self.pop {
+            let hole = q.inner.ring.unpublished_head();
+            hole.is_some_and(|pos| q.only_dead_mark(pos.wrapping_add(1)))
+                || q.alone_after(&control.pushers, q.inner.inherited.0, 1)
+        } else {
+            let hole = q.inner.ring.unreleased_at_tail();
+            hole.is_some_and(|pos| q.only_dead_mark(pos.wrapping_add(1) | CONSUMING))
+                || q.alone_after(&control.poppers, q.inner.inherited.1, 1)
+        }
+    }
+
+    fn announce(&self) -> Announced<'_> {
+        // SAFETY: into the mapping `_segment` keeps alive.
+        let bell = unsafe { self.bell.as_ref() };
+        // Many sleepers: the ringer lowers the flag, the set leaves it (`Sleepers::Many`).
+        let seen = bell.announce();
+        Announced { wake: (bell.word(), seen), death: None }
+    }
+}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::CanPop for Queue<T> {}
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::sealed::CanPop for Queue<T> {
+    fn pop_source(&self) -> Box<dyn Source> {
+        QueueSource::new(self, true)
+    }
+}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::CanPush for Queue<T> {}
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::sealed::CanPush for Queue<T> {
+    fn push_source(&self) -> Box<dyn Source> {
+        QueueSource::new(self, false)
     }
 }
 

@@ -6,14 +6,16 @@ use crate::ShmSafe;
 use crate::error::{ChunkError, OpenError, PopError, PushError};
 use crate::layout::CachePadded;
 use crate::layout::ObjectKind;
+use crate::loom::Ordering;
 use crate::loom::UnsafeCell;
 use crate::rings::RingLayout;
 use crate::rings::keeper::RoleClaim;
-use crate::rings::side::Side;
+use crate::rings::side::{EndSource, Side};
 use crate::rings::spsc::ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
+use crate::waitset::source::Source;
 use crate::wake::futex::{Deadline, Wait};
 
 /// The segment payload before the slots.
@@ -29,7 +31,8 @@ const _: () = assert!(size_of::<Control>() == 512 && align_of::<Control>() == 12
 
 /// The mapping and typed views of one queue, shared by both ends' code.
 struct Queue<T> {
-    segment: Segment,
+    /// Shared with the wait-set entries of this queue, which keep the mapping alive.
+    segment: std::sync::Arc<Segment>,
     capacity: u64,
     _holds: PhantomData<T>,
 }
@@ -73,7 +76,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// slots exactly fill the payload.
     fn adopt(segment: Segment) -> Result<Self, OpenError> {
         let capacity = Self::layout().capacity_of(&segment)?;
-        Ok(Self { segment, capacity, _holds: PhantomData })
+        Ok(Self { segment: std::sync::Arc::new(segment), capacity, _holds: PhantomData })
     }
 
     fn control(&self) -> &Control {
@@ -91,6 +94,56 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             let slots = base.add(Self::SLOTS_AT).cast::<UnsafeCell<T>>();
             RingMemory::new(NonNull::from(&self.control().indices), slots, self.capacity)
         }
+    }
+}
+
+/// Where an end's wait-set entry looks: the positions, the capacity, and which end.
+struct Look {
+    indices: NonNull<Indices>,
+    capacity: u64,
+    /// The consumer's entry (ready to pop), else the producer's (ready to push).
+    pop: bool,
+}
+
+impl Look {
+    fn entry<T: bytemuck::Pod + crate::ShmSafe>(queue: &Queue<T>, pop: bool) -> Box<dyn Source> {
+        let control = queue.control();
+        let (me, peer) = if pop {
+            (&control.consumer, &control.producer)
+        } else {
+            (&control.producer, &control.consumer)
+        };
+        let look = Look { indices: NonNull::from(&control.indices), capacity: queue.capacity, pop };
+        // SAFETY: the sides and the positions are in the queue's mapping.
+        unsafe { EndSource::boxed(&queue.segment, me, peer, look, Look::ready) }
+    }
+
+    fn ready(&self) -> bool {
+        // SAFETY: into the mapping the entry keeps alive (`EndSource::boxed`).
+        let indices = unsafe { self.indices.as_ref() };
+        // Acquire on the other end's position, as the ring's own reads.
+        let (head, tail) = if self.pop {
+            (indices.head.load(Ordering::Relaxed), indices.tail.load(Ordering::Acquire))
+        } else {
+            (indices.head.load(Ordering::Acquire), indices.tail.load(Ordering::Relaxed))
+        };
+        let used = tail.wrapping_sub(head);
+        // Garbage positions (used > capacity) count as ready: the call says Corrupted.
+        if self.pop { used != 0 } else { used != self.capacity }
+    }
+}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::CanPop for Consumer<T> {}
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::sealed::CanPop for Consumer<T> {
+    fn pop_source(&self) -> Box<dyn Source> {
+        Look::entry(&self.queue, true)
+    }
+}
+
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::CanPush for Producer<T> {}
+impl<T: bytemuck::Pod + crate::ShmSafe> crate::waitset::sealed::CanPush for Producer<T> {
+    fn push_source(&self) -> Box<dyn Source> {
+        Look::entry(&self.queue, false)
     }
 }
 
