@@ -25,6 +25,24 @@ struct Seen {
 // SAFETY: repr(C), atomics only.
 unsafe impl ShmSafe for Seen {}
 
+/// Regression: a ring of one slot cannot tell "published at `pos`" from "free for
+/// `pos + 1`" (both stamps are `pos + 1`), so a queue created with capacity 1 took a
+/// second push over the first value and then reported Corrupted. Found by the async
+/// tests (a full queue of one). Such a queue now gets two slots.
+#[test]
+fn a_queue_asked_for_one_slot_gets_two_and_never_overfills() {
+    let name = unique_name("one-slot");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u32>::create(&name, 1).unwrap();
+    assert_eq!(q.capacity(), 2);
+    for round in 0..3 {
+        assert_eq!((q.try_push(1), q.try_push(2)), (Ok(()), Ok(())), "round {round}");
+        assert_eq!(q.try_push(3), Err(PushError::Full(3)), "round {round}: full");
+        assert_eq!((q.try_pop(), q.try_pop()), (Ok(1), Ok(2)), "round {round}");
+        assert_eq!(q.try_pop(), Err(PopError::Empty), "round {round}: empty");
+    }
+}
+
 #[test]
 fn in_one_process_fifo_full_empty_and_disconnected() {
     let name = unique_name("basic");

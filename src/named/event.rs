@@ -65,6 +65,16 @@ impl Event {
         self.raw().wait_deadline(deadline)
     }
 
+    /// Awaits the flag (feature `async`, any executor): at once if it is set. Unlike
+    /// [`wait`](Self::wait), a `set` undone by a `clear` before this future looks again
+    /// is not seen: it returns when it finds the flag set.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn wait_async(&self) {
+        while !self.is_set() {
+            crate::waitset::reactor::ready(self.wait_source()).await;
+        }
+    }
+
     /// A wait-set entry that is ready while the flag is set.
     #[cfg(not(loom))]
     pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {

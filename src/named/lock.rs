@@ -64,6 +64,35 @@ impl Lock {
         self.raw().try_lock()
     }
 
+    /// Acquires the lock, awaiting it while another thread or process holds it (feature
+    /// `async`, any executor): at once, with no syscall, when it is free. The guard
+    /// belongs to the thread that polled the future last (robust locks are per thread),
+    /// so it cannot be held across an `.await` in a task that may move (it is not
+    /// `Send`). Cancel-safe: a dropped future holds nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn lock_async(&self) -> LockResult<LockGuard<'_>> {
+        loop {
+            match self.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::OwnerDied(guard)) => {
+                    return Err(crate::LockError::OwnerDied(guard));
+                }
+                Err(TryLockError::NotRecoverable) => return Err(crate::LockError::NotRecoverable),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            let entry = super::WordSource::boxed(
+                &self.inner,
+                |lock: &RawLock| !lock.is_locked(),
+                RawLock::announce_waiter,
+            );
+            crate::waitset::reactor::ready(entry).await;
+        }
+    }
+
     /// Acquires the lock, waiting at most `timeout`.
     ///
     /// # Errors

@@ -159,6 +159,15 @@ impl Semaphore {
         self.inner.get()
     }
 
+    /// Takes a permit, awaiting one while there is none (feature `async`, any executor).
+    /// Cancel-safe: a dropped future has taken no permit.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn acquire_async(&self) {
+        while !self.try_acquire() {
+            crate::waitset::reactor::ready(self.wait_source()).await;
+        }
+    }
+
     /// A wait-set entry that is ready while a permit is available.
     #[cfg(not(loom))]
     pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {

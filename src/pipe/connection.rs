@@ -631,6 +631,45 @@ impl Connection {
         Ok(self.lend(frame))
     }
 
+    /// Receives the oldest message, awaiting one while there is none (feature `async`, any
+    /// executor). A message already there is lent at once, with no syscall. Cancel-safe:
+    /// a dropped future has received nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn recv_async(&mut self) -> Result<Message<'_>, RecvError> {
+        loop {
+            match self.wait_frame(Wait::Forever, false) {
+                Ok(frame) => return Ok(self.lend(frame)),
+                Err(RecvError::Empty) => {}
+                Err(e) => return Err(e),
+            }
+            let Some(entry) = self.recv_source() else { return Err(RecvError::SendOnly) };
+            crate::waitset::reactor::ready(entry).await;
+        }
+    }
+
+    /// Sends `msg`, awaiting room while the pipe is full (feature `async`, any executor).
+    /// Cancel-safe: a dropped future has sent nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn send_async(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        loop {
+            match self.send_timeout(msg, Duration::ZERO) {
+                Err(SendError::Timeout) => {}
+                done => return done,
+            }
+            // The send checked the direction and the length.
+            let entry = self.send_source(msg.len()).map_err(|_| SendError::Corrupted)?;
+            crate::waitset::reactor::ready(entry).await;
+        }
+    }
+
     /// Receives the oldest message if there is one; never blocks.
     ///
     /// # Errors

@@ -26,6 +26,9 @@ pub(crate) struct RingLayout {
     pub(crate) expected: crate::segment::Expected,
     pub(crate) slots_at: usize,
     pub(crate) slot_size: usize,
+    /// The smallest capacity the ring works with: 2 for the MPMC ring, whose stamps
+    /// cannot tell "published at `pos`" from "free for `pos + 1`" in a ring of one slot.
+    pub(crate) min_capacity: u64,
 }
 
 #[cfg(not(loom))]
@@ -34,7 +37,8 @@ impl RingLayout {
         (self.slot_size as u64).checked_mul(capacity)?.checked_add(self.slots_at as u64)
     }
 
-    /// The segment to create for `capacity` values, rounded up to a power of two.
+    /// The segment to create for `capacity` values, rounded up to a power of two (and to
+    /// `min_capacity`).
     ///
     /// # Errors
     /// `InvalidCapacity` for 0 or more than [`MAX_CAPACITY`]; `NoSpace` if the payload
@@ -46,13 +50,14 @@ impl RingLayout {
                 format!("a queue's capacity must be 1..={MAX_CAPACITY}"),
             ));
         }
-        let capacity = (capacity as u64).next_power_of_two();
+        let capacity = (capacity as u64).next_power_of_two().max(self.min_capacity);
         let payload_len = self.payload_len(capacity).ok_or(crate::OpenError::NoSpace)?;
         Ok(crate::segment::Spec { expected: self.expected, capacity, payload_len })
     }
 
     /// The capacity of an opened segment, checked against what the segment layer leaves
-    /// to the object: a power of two whose slots exactly fill the payload.
+    /// to the object: a power of two, at least `min_capacity`, whose slots exactly fill
+    /// the payload.
     ///
     /// # Errors
     /// `Corrupted` otherwise.
@@ -62,7 +67,7 @@ impl RingLayout {
     ) -> Result<u64, crate::OpenError> {
         let capacity = segment.capacity();
         let fits = capacity.is_power_of_two()
-            && capacity <= MAX_CAPACITY
+            && (self.min_capacity..=MAX_CAPACITY).contains(&capacity)
             && self.payload_len(capacity) == Some(segment.payload_len() as u64);
         if fits { Ok(capacity) } else { Err(crate::OpenError::Corrupted) }
     }

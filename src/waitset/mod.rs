@@ -18,6 +18,8 @@
 //! changes and wakes when the peer's process dies; MPMC queues, whose "disconnected" is a
 //! scan of the members, are looked at closely every 20 ms.
 
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) mod reactor;
 pub(crate) mod source;
 
 use std::time::{Duration, Instant};

@@ -184,6 +184,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             expected: Self::expected(),
             slots_at: Self::SLOTS_AT,
             slot_size: size_of::<Slot<T>>(),
+            min_capacity: 2,
         }
     }
 
@@ -204,7 +205,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     constructors! {
         returns Self, what "queue";
         /// Creates the queue `name` in `/dev/shm` with room for `capacity` values (rounded
-        /// up to a power of two).
+        /// up to a power of two, and at least 2: the ring needs two slots).
         ///
         /// # Errors
         ///
@@ -713,6 +714,42 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             },
         )
         .unwrap_or(Err(PopError::Timeout))
+    }
+
+    /// Takes the oldest value, awaiting one while the queue is empty (feature `async`, any
+    /// executor). A value already there is taken at once, with no syscall. Cancel-safe: a
+    /// dropped future has taken nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn pop_async(&self) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                done => return done,
+            }
+            crate::waitset::reactor::ready(QueueSource::new(self, true)).await;
+        }
+    }
+
+    /// Appends `value`, awaiting room while the queue is full (feature `async`, any
+    /// executor). Cancel-safe: a dropped future has pushed nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn push_async(&self, value: T) -> Result<(), PushError<T>> {
+        let mut value = value;
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(v)) => value = v,
+                done => return done,
+            }
+            crate::waitset::reactor::ready(QueueSource::new(self, false)).await;
+        }
     }
 
     /// Values in the queue right now (a snapshot).

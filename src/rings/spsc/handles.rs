@@ -56,6 +56,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             expected: Self::expected(),
             slots_at: Self::SLOTS_AT,
             slot_size: size_of::<T>(),
+            min_capacity: 1,
         }
     }
 
@@ -426,6 +427,25 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
         .unwrap_or(Err(PushError::Timeout(value)))
     }
 
+    /// Appends `value`, awaiting room while the queue is full (feature `async`, any
+    /// executor). Room already there costs no syscall. Cancel-safe: a dropped future has
+    /// pushed nothing (the value goes with it).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut value = value;
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(v)) => value = v,
+                done => return done,
+            }
+            crate::waitset::reactor::ready(Look::entry(&self.queue, false)).await;
+        }
+    }
+
     /// Values in the queue, as last seen by the producer (refreshed now).
     pub fn len(&mut self) -> usize {
         let capacity = self.queue.capacity;
@@ -671,6 +691,25 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Consumer<T> {
             |deadline, ready| me.sleep(peer, deadline, ready),
         )
         .unwrap_or(Err(PopError::Timeout))
+    }
+
+    /// Takes the oldest value, awaiting one while the queue is empty (feature `async`, any
+    /// executor). A value already there is taken at once, with no syscall; otherwise the
+    /// call spins briefly, as [`pop`](Self::pop) does, then awaits the process's waiter
+    /// thread. Cancel-safe: a dropped future has taken nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn pop_async(&mut self) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                done => return done,
+            }
+            crate::waitset::reactor::ready(Look::entry(&self.queue, true)).await;
+        }
     }
 
     /// Values ready to read (refreshed now).
