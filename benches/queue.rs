@@ -24,9 +24,7 @@ use std::hint::black_box;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use common::{
-    Control, Peer, Role, Side, env, monotonic_ns, name, peer_control, run_role_if_child, wait_until,
-};
+use common::{Peer, Role, Side, env, name, peer_control, run_role_if_child, wake_latency, waker};
 use criterion::{Criterion, Throughput, criterion_group};
 use shmsync::{Shared, ShmSafe, mpmc, spsc};
 use std::sync::atomic::Ordering;
@@ -402,22 +400,6 @@ unsafe impl ShmSafe for Futex {}
 /// The peer's side of the wake-up benchmarks: per iteration, once the bench has announced
 /// it is about to block (`slots[0] == k`), waits 150 us for it to fall asleep, stamps the
 /// time into `slots[1]` and wakes it (a push, or a raw futex wake).
-fn waker(iters: u64, ready: &mut dyn FnMut(), control: &Control, wake: &mut dyn FnMut(u64)) {
-    let c = &control.slots;
-    let base = c[2].load(Ordering::Acquire);
-    ready();
-    for k in base + 1..=base + iters {
-        wait_until(|| (c[0].load(Ordering::Acquire) == k).then_some(()));
-        let settle = Instant::now();
-        while settle.elapsed() < Duration::from_micros(150) {
-            std::hint::spin_loop();
-        }
-        c[1].store(monotonic_ns(), Ordering::Release);
-        wake(k);
-        wait_until(|| (c[2].load(Ordering::Acquire) == k).then_some(()));
-    }
-}
-
 fn pop_waker() -> Side {
     let mut tx = spsc::Producer::<u64>::open(&env("QUEUE")).unwrap();
     let control = peer_control();
@@ -434,24 +416,6 @@ fn futex_waker() -> Side {
             unsafe { libc::syscall(libc::SYS_futex, f.word.as_ptr(), libc::FUTEX_WAKE, 1) };
         })
     })
-}
-
-/// Sums, over `iters` iterations, the time from the peer's wake-up call to this side
-/// running again after `block(k)`.
-fn wake_latency(peer: &mut Peer, iters: u64, block: &mut dyn FnMut(u64)) -> Duration {
-    let mut total = 0;
-    peer.batch_with_control(iters, |n, control| {
-        let c = &control.slots;
-        let base = c[2].load(Ordering::Acquire);
-        for k in base + 1..=base + n {
-            c[0].store(k, Ordering::Release);
-            block(k);
-            let woke = monotonic_ns();
-            total += woke.saturating_sub(c[1].load(Ordering::Acquire));
-            c[2].store(k, Ordering::Release);
-        }
-    });
-    Duration::from_nanos(total)
 }
 
 fn blocked_pop_wake(c: &mut Criterion) {

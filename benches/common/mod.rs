@@ -187,3 +187,40 @@ pub fn monotonic_ns() -> u64 {
 pub fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("peer started without {key}"))
 }
+
+/// The peer's side of a wake-latency batch: for each `k`, waits until this side is about
+/// to block on it, lets it fall asleep (150 us: past every spin), stamps the time in
+/// `slots[1]` and calls `wake(k)`; `slots[0]` and `slots[2]` carry the hand-shake.
+pub fn waker(iters: u64, ready: &mut dyn FnMut(), control: &Control, wake: &mut dyn FnMut(u64)) {
+    let c = &control.slots;
+    let base = c[2].load(Ordering::Acquire);
+    ready();
+    for k in base + 1..=base + iters {
+        wait_until(|| (c[0].load(Ordering::Acquire) == k).then_some(()));
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_micros(150) {
+            std::hint::spin_loop();
+        }
+        c[1].store(monotonic_ns(), Ordering::Release);
+        wake(k);
+        wait_until(|| (c[2].load(Ordering::Acquire) == k).then_some(()));
+    }
+}
+
+/// Sums, over `iters` iterations, the time from the peer's wake-up call to this side
+/// running again after `block(k)`.
+pub fn wake_latency(peer: &mut Peer, iters: u64, block: &mut dyn FnMut(u64)) -> Duration {
+    let mut total = 0;
+    peer.batch_with_control(iters, |n, control| {
+        let c = &control.slots;
+        let base = c[2].load(Ordering::Acquire);
+        for k in base + 1..=base + n {
+            c[0].store(k, Ordering::Release);
+            block(k);
+            let woke = monotonic_ns();
+            total += woke.saturating_sub(c[1].load(Ordering::Acquire));
+            c[2].store(k, Ordering::Release);
+        }
+    });
+    Duration::from_nanos(total)
+}

@@ -294,7 +294,7 @@ struct Look {
     send_len: Option<usize>,
 }
 
-impl Look {
+impl crate::rings::side::Look for Look {
     fn ready(&self) -> bool {
         match self.send_len {
             Some(len) => self.ring.has_room_for(len),
@@ -385,7 +385,7 @@ impl Connection {
     fn source(&self, ring: ByteRing, send_len: Option<usize>) -> Box<dyn Source> {
         let (me, peer) = self.sides();
         // SAFETY: the sides and the ring are in the pipe's mapping.
-        unsafe { EndSource::boxed(&self.segment, me, peer, Look { ring, send_len }, Look::ready) }
+        unsafe { EndSource::boxed(&self.segment, me, peer, Look { ring, send_len }) }
     }
 
     /// The largest message [`send`](Self::send) takes (at least half the capacity asked

@@ -132,42 +132,45 @@ impl Side {
     }
 }
 
+/// Where a two-party entry looks for work or room (ring positions, in the mapping).
+pub(crate) trait Look: 'static {
+    /// Whether there is work or room now (or garbage, for the call to report).
+    fn ready(&self) -> bool;
+}
+
 /// A wait-set entry on one end of a two-party object (an SPSC end, a pipe end): ready when
-/// `look(&place)` says there is work or room, or the peer is gone; sleeps on this end's
-/// doorbell and on the peer's role word, as [`Side::sleep`] does. Keeps the mapping alive.
-pub(crate) struct EndSource<P> {
+/// `look` says there is work or room, or the peer is gone; sleeps on this end's doorbell
+/// and on the peer's role word, as [`Side::sleep`] does. Keeps the mapping alive.
+pub(crate) struct EndSource<L> {
     _segment: std::sync::Arc<crate::segment::Segment>,
     me: std::ptr::NonNull<Side>,
     peer: std::ptr::NonNull<Side>,
-    /// Where `look` looks (ring positions), inside the same mapping.
-    place: P,
-    look: fn(&P) -> bool,
+    /// Where it looks, inside the same mapping.
+    look: L,
 }
 
-// SAFETY: the sides and `place` lead into the mapping that `_segment` keeps alive (the
-// contract of `boxed`), shared memory read only through atomics.
-unsafe impl<P> Send for EndSource<P> {}
+// SAFETY: the sides and what `look` reads lead into the mapping that `_segment` keeps
+// alive (the contract of `boxed`), shared memory read only through atomics.
+unsafe impl<L> Send for EndSource<L> {}
 // SAFETY: as above.
-unsafe impl<P> Sync for EndSource<P> {}
+unsafe impl<L> Sync for EndSource<L> {}
 
-impl<P: 'static> EndSource<P> {
+impl<L: Look> EndSource<L> {
     /// The entry for the end `me` (whose peer is `peer`) of the object in `segment`.
     ///
     /// # Safety
     ///
-    /// `me`, `peer` and whatever `place` points to must lie in `segment`'s mapping.
+    /// `me`, `peer` and whatever `look` reads must lie in `segment`'s mapping.
     pub(crate) unsafe fn boxed(
         segment: &std::sync::Arc<crate::segment::Segment>,
         me: &Side,
         peer: &Side,
-        place: P,
-        look: fn(&P) -> bool,
+        look: L,
     ) -> Box<dyn crate::waitset::source::Source> {
         Box::new(Self {
             _segment: std::sync::Arc::clone(segment),
             me: std::ptr::NonNull::from(me),
             peer: std::ptr::NonNull::from(peer),
-            place,
             look,
         })
     }
@@ -178,9 +181,10 @@ impl<P: 'static> EndSource<P> {
     }
 }
 
-impl<P: 'static> crate::waitset::source::Source for EndSource<P> {
+impl<L: Look> crate::waitset::source::Source for EndSource<L> {
+    #[inline]
     fn is_ready(&self) -> bool {
-        (self.look)(&self.place) || self.sides().1.gone()
+        self.look.ready() || self.sides().1.gone()
     }
 
     /// Raises this end's sleeping flag and asks to be woken when the peer's role is

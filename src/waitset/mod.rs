@@ -297,6 +297,7 @@ impl WaitSet {
     /// # Errors
     ///
     /// `NoEntries` if the set is empty.
+    #[inline]
     pub fn wait(&mut self) -> Result<&[Key], WaitSetError> {
         self.wait_for(Wait::Forever)
     }
@@ -319,13 +320,19 @@ impl WaitSet {
         self.wait_for(Wait::Until(deadline))
     }
 
+    #[inline]
     fn wait_for(&mut self, wait: Wait) -> Result<&[Key], WaitSetError> {
-        if self.count == 0 {
-            return Err(WaitSetError::NoEntries);
-        }
         // The streaming case: something is ready, no clock read, no syscall.
         if self.collect(false) {
             return Ok(&self.ready);
+        }
+        self.wait_slowly(wait)
+    }
+
+    #[inline(never)]
+    fn wait_slowly(&mut self, wait: Wait) -> Result<&[Key], WaitSetError> {
+        if self.count == 0 {
+            return Err(WaitSetError::NoEntries);
         }
         let deadline = wait.deadline();
         loop {
@@ -344,21 +351,28 @@ impl WaitSet {
 
     /// Fills `ready` with the keys of the ready entries, starting at `next`; returns
     /// whether there are any. `closely`: also the closer looks.
+    #[inline]
     fn collect(&mut self, closely: bool) -> bool {
         self.ready.clear();
         self.looks = self.looks.wrapping_add(1);
         let closely = closely || self.looks % CLOSE_LOOK_EVERY == 0;
-        let n = self.entries.len();
-        for i in (self.next..n).chain(0..self.next.min(n)) {
-            if let Some(source) = &self.entries[i] {
+        let (entries, ready) = (&self.entries, &mut self.ready);
+        let start = self.next.min(entries.len());
+        let (before, from) = entries.split_at(start);
+        let mut look = |i: usize, entry: &Option<Box<dyn Source>>| {
+            if let Some(source) = entry {
                 if source.is_ready() || (closely && source.is_ready_closely()) {
-                    self.ready.push(Key(i as u32));
+                    ready.push(Key(i as u32));
                 }
             }
-        }
+        };
+        from.iter().enumerate().for_each(|(i, e)| look(start + i, e));
+        before.iter().enumerate().for_each(|(i, e)| look(i, e));
         match self.ready.first() {
             Some(first) => {
-                self.next = (first.index() + 1) % n;
+                // No division on the hot path: the next look starts after the first.
+                let after = first.index() + 1;
+                self.next = if after == self.entries.len() { 0 } else { after };
                 true
             }
             None => false,

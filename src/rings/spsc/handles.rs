@@ -6,8 +6,8 @@ use crate::ShmSafe;
 use crate::error::{ChunkError, OpenError, PopError, PushError};
 use crate::layout::CachePadded;
 use crate::layout::ObjectKind;
-use crate::loom::Ordering;
 use crate::loom::UnsafeCell;
+use crate::loom::{AtomicU64, Ordering};
 use crate::rings::RingLayout;
 use crate::rings::keeper::RoleClaim;
 use crate::rings::side::{EndSource, Side};
@@ -104,6 +104,10 @@ struct Look {
     capacity: u64,
     /// The consumer's entry (ready to pop), else the producer's (ready to push).
     pop: bool,
+    /// The other end's position as last read. Positions only move forward, so what a
+    /// stale copy allows still holds: the streaming case then reads no cache line the
+    /// other end writes (as the ring ends cache it too).
+    other_seen: AtomicU64,
 }
 
 impl Look {
@@ -114,23 +118,40 @@ impl Look {
         } else {
             (&control.producer, &control.consumer)
         };
-        let look = Look { indices: NonNull::from(&control.indices), capacity: queue.capacity, pop };
+        let look = Look {
+            indices: NonNull::from(&control.indices),
+            capacity: queue.capacity,
+            pop,
+            other_seen: AtomicU64::new(0),
+        };
         // SAFETY: the sides and the positions are in the queue's mapping.
-        unsafe { EndSource::boxed(&queue.segment, me, peer, look, Look::ready) }
+        unsafe { EndSource::boxed(&queue.segment, me, peer, look) }
     }
+}
 
+impl crate::rings::side::Look for Look {
+    #[inline]
     fn ready(&self) -> bool {
         // SAFETY: into the mapping the entry keeps alive (`EndSource::boxed`).
         let indices = unsafe { self.indices.as_ref() };
-        // Acquire on the other end's position, as the ring's own reads.
-        let (head, tail) = if self.pop {
-            (indices.head.load(Ordering::Relaxed), indices.tail.load(Ordering::Acquire))
-        } else {
-            (indices.head.load(Ordering::Acquire), indices.tail.load(Ordering::Relaxed))
+        let (own, other) =
+            if self.pop { (&indices.head, &indices.tail) } else { (&indices.tail, &indices.head) };
+        // This end's own position: written by this process.
+        let own = own.load(Ordering::Relaxed);
+        let used = |other: u64| {
+            if self.pop { other.wrapping_sub(own) } else { own.wrapping_sub(other) }
         };
-        let used = tail.wrapping_sub(head);
+        let seen = used(self.other_seen.load(Ordering::Relaxed));
+        let sure =
+            if self.pop { (1..=self.capacity).contains(&seen) } else { seen < self.capacity };
+        if sure {
+            return true;
+        }
+        // Acquire on the other end's position, as the ring's own reads.
+        let now = other.load(Ordering::Acquire);
+        self.other_seen.store(now, Ordering::Relaxed);
         // Garbage positions (used > capacity) count as ready: the call says Corrupted.
-        if self.pop { used != 0 } else { used != self.capacity }
+        if self.pop { used(now) != 0 } else { used(now) != self.capacity }
     }
 }
 
