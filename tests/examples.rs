@@ -222,3 +222,20 @@ fn manager_scenarios_run_on_the_shared_collections() {
     assert!(out.contains("value: 6"), "{out}");
     assert!(out.contains("array: [0, 1, 4, 9]"), "{out}");
 }
+
+#[test]
+fn waitset_server_serves_two_queues_and_a_pipe_until_every_client_is_gone() {
+    let out = run_and_check_clean("waitset_server");
+    assert!(out.contains("orders: [101, 102, 103, 104, 105]"), "{out}");
+    assert!(out.contains("cancelled: [102, 104]"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("asker got: ")).count(), 3, "{out}");
+    assert!(out.contains("asker got: goodbye"), "{out}");
+    assert!(out.contains("all three clients gone after"), "{out}");
+}
+
+#[test]
+fn async_consumer_gets_every_reading_beside_a_ticking_timer() {
+    let out = run_and_check_clean("async_consumer");
+    assert!(out.contains("got 20 readings, from 20.0 to 21.9 C"), "{out}");
+    assert!(out.contains("the timer ticked 5 times meanwhile"), "{out}");
+}
