@@ -16,7 +16,10 @@
 //! must be exactly as before or after its last operation and `check()` must pass),
 //! `lifecycle` (three workers open, create and replace queues by shared names and create
 //! scoped events while the parent runs `gc` without pause; no operation may fail, and at
-//! the end one `gc` must leave nothing but files killed creators left empty).
+//! the end one `gc` must leave nothing but files killed creators left empty), `waitset`
+//! (three producers feed two SPSC queues and an MPMC queue; one consumer serves them all
+//! through a `WaitSet`, or by racing three `pop_async` futures and dropping the losers;
+//! any of the four killed and replaced).
 //!
 //! Every wait is bounded; one that runs out where progress was due counts as a hang.
 //! Every value carries its producer incarnation, its number and a check word: what
@@ -32,7 +35,9 @@
 //! acquisition; for condition and semaphore, the kill until the outstanding wake-up was
 //! taken by a survivor; for SPSC and pipe, the kill until the survivor saw
 //! `Disconnected`; for MPMC, the kill until the queue delivered again; for list and dict,
-//! the kill until the surviving workers made three more steps.
+//! the kill until the surviving workers made three more steps; for waitset, the kill of a
+//! producer until the consumer delivered again, or of the consumer until its replacement
+//! did.
 #![allow(clippy::disallowed_types)] // the harness is a user: std atomics in its layouts
 
 mod board;
@@ -42,6 +47,7 @@ mod lifecycle;
 mod pipes;
 mod queues;
 mod sync;
+mod waitset;
 
 use std::time::Duration;
 
@@ -155,8 +161,18 @@ pub struct Run {
     pub prefix: String,
 }
 
-const SCENARIOS: [&str; 9] =
-    ["lock", "condition", "semaphore", "spsc", "mpmc", "pipe", "list", "dict", "lifecycle"];
+const SCENARIOS: [&str; 10] = [
+    "lock",
+    "condition",
+    "semaphore",
+    "spsc",
+    "mpmc",
+    "pipe",
+    "list",
+    "dict",
+    "lifecycle",
+    "waitset",
+];
 
 fn main() {
     if let Ok(role) = std::env::var(fleet::ROLE) {
@@ -172,6 +188,7 @@ fn main() {
             "pipe" => pipes::child(role, slot),
             "list" | "dict" => collections::child(scenario, slot),
             "lifecycle" => lifecycle::child(slot),
+            "waitset" => waitset::child(role, slot),
             other => panic!("unknown scenario {other}"),
         }
         return;
@@ -216,6 +233,7 @@ fn main() {
             "list" => collections::list(&run),
             "dict" => collections::dict(&run),
             "lifecycle" => lifecycle::lifecycle(&run),
+            "waitset" => waitset::waitset(&run),
             _ => unreachable!(),
         };
         println!("{}", report.line());

@@ -11,15 +11,15 @@ use crate::fleet::{Fleet, Rng, pause, wait_until};
 use crate::{HANG, Report, Run};
 
 /// How long one blocking call waits in a child before looking at the stop flag.
-const STEP: Duration = Duration::from_millis(100);
+pub const STEP: Duration = Duration::from_millis(100);
 
-fn env(key: &str) -> String {
+pub fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("started without {key}"))
 }
 
 /// Opens with `open`, retrying while the role or member is `Busy` (its last holder's
 /// death is being processed), for at most [`HANG`].
-fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError>) -> T {
+pub fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError>) -> T {
     let end = std::time::Instant::now() + HANG;
     loop {
         match open() {
@@ -38,7 +38,7 @@ fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenError
 /// Pushes numbered values with `push` as fast as it can until told to stop, confirming
 /// each accepted one. The consumers are slower, so the queue is mostly full: a hole a
 /// killed producer leaves is far from the head, as in a real backlog.
-fn produce(
+pub fn produce(
     board: &Board,
     ledger: &Ledger,
     mut push: impl FnMut(Item) -> Result<(), PushError<Item>>,
@@ -81,14 +81,7 @@ fn consume(
     while !board.stopping() {
         match pop() {
             Ok(item) => {
-                // In hand first (the raw number: it is checked just after).
-                board.in_hand[slot].store(item.0[0], Ordering::Release);
-                match item.value() {
-                    Some(v) => board.arrived(ledger, v, 0),
-                    None => {
-                        board.garbage.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                take(board, ledger, slot, item);
                 for _ in 0..40 {
                     std::hint::spin_loop();
                 }
@@ -103,8 +96,15 @@ fn consume(
     }
 }
 
+/// Records a popped item: in hand first (the raw number: it is checked just after), then
+/// in the ledger.
+pub fn take(board: &Board, ledger: &Ledger, slot: usize, item: Item) {
+    board.in_hand[slot].store(item.0[0], Ordering::Release);
+    record(board, ledger, item);
+}
+
 /// Records a drained item.
-fn record(board: &Board, ledger: &Ledger, item: Item) {
+pub fn record(board: &Board, ledger: &Ledger, item: Item) {
     match item.value() {
         Some(v) => board.arrived(ledger, v, 0),
         None => {
@@ -140,16 +140,16 @@ pub fn child(scenario: &str, role: &str, slot: usize) {
 }
 
 /// The objects of one queue scenario.
-struct Setup {
-    obj: String,
+pub struct Setup {
+    pub obj: String,
     board_name: String,
     ledger_name: String,
-    board: Shared<Board>,
-    ledger: Shared<Ledger>,
+    pub board: Shared<Board>,
+    pub ledger: Shared<Ledger>,
 }
 
 impl Setup {
-    fn new(run: &Run) -> Self {
+    pub fn new(run: &Run) -> Self {
         let board_name = format!("{}-board", run.prefix);
         let ledger_name = format!("{}-ledger", run.prefix);
         Self {
@@ -161,7 +161,7 @@ impl Setup {
         }
     }
 
-    fn fleet(&self, scenario: &'static str, slots: usize) -> Fleet {
+    pub fn fleet(&self, scenario: &'static str, slots: usize) -> Fleet {
         let env = [
             ("OBJ", self.obj.as_str()),
             ("BOARD", self.board_name.as_str()),
@@ -172,7 +172,7 @@ impl Setup {
 
     /// Ledger totals into the report; the allowance is one value per killed consumer.
     /// `hands` are the values killed consumers had taken last.
-    fn account(&self, report: &mut Report, hands: &[u64]) {
+    pub fn account(&self, report: &mut Report, hands: &[u64]) {
         let (lost, accepted) = self.ledger.lost();
         let in_hands = hands
             .iter()
@@ -193,7 +193,7 @@ impl Setup {
         );
     }
 
-    fn remove(&self) {
+    pub fn remove(&self) {
         let _ = Shared::<Board>::unlink(&self.board_name);
         let _ = Shared::<Ledger>::unlink(&self.ledger_name);
     }
@@ -287,12 +287,7 @@ pub fn mpmc(run: &Run) -> Report {
             eprintln!("chaos mpmc: no value delivered for {HANG:?} after a kill (len {})", q.len());
             report.hangs += 1;
         }
-        // Replacements come at once or late (up to 90 ms), as a supervisor's would.
-        let delay = if rng.below(4) == 0 { 10_000 + rng.below(80_000) } else { rng.below(10_000) };
-        pause(Duration::from_micros(delay));
-        fleet.spawn(slot, roles[slot]);
-        let before = board.progress.load(Ordering::Acquire);
-        if !wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+        if !replace(&mut fleet, &mut rng, board, slot, roles[slot]) {
             eprintln!("chaos mpmc: no value delivered for {HANG:?} after a replacement");
             report.hangs += 1;
         }
@@ -325,4 +320,20 @@ pub fn mpmc(run: &Run) -> Report {
     let _ = mpmc::Queue::<Item>::unlink(&setup.obj);
     setup.remove();
     report
+}
+
+/// Starts a replacement in `slot` at once or late (up to 90 ms), as a supervisor's would,
+/// and waits until a value is delivered after it; returns whether one was within [`HANG`].
+pub fn replace(
+    fleet: &mut Fleet,
+    rng: &mut Rng,
+    board: &Board,
+    slot: usize,
+    role: &'static str,
+) -> bool {
+    let delay = if rng.below(4) == 0 { 10_000 + rng.below(80_000) } else { rng.below(10_000) };
+    pause(Duration::from_micros(delay));
+    fleet.spawn(slot, role);
+    let before = board.progress.load(Ordering::Acquire);
+    wait_until(HANG, || board.progress.load(Ordering::Acquire) > before)
 }

@@ -1,0 +1,253 @@
+//! The kill loop for `WaitSet` and the async calls: three producer processes feed two
+//! SPSC queues and an MPMC queue, each with random pauses so that the consumer often
+//! sleeps; one consumer process serves all three, either through a `WaitSet` or (every
+//! other incarnation) by racing three `pop_async` futures and dropping the two losers.
+//! Any of the four is killed at random instants and replaced. The ledger checks that no
+//! value is lost (beyond the one a killed consumer had in hand), duplicated or garbled,
+//! and that the consumer goes on after every kill.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use shmsync::{PopError, Shared, WaitSet, WaitSetError, mpmc, spsc};
+
+use crate::board::{Board, Item, Ledger, now_ns};
+use crate::fleet::{Rng, pause, wait_until};
+use crate::queues::{STEP, Setup, env, open_retrying, produce, record, replace, take};
+use crate::{HANG, Report, Run};
+
+const ROLES: [&str; 4] = ["producer-a", "producer-b", "producer-c", "consumer"];
+const CONSUMER: usize = 3;
+
+fn names(obj: &str) -> [String; 3] {
+    ["a", "b", "c"].map(|k| format!("{obj}-{k}"))
+}
+
+/// Pushes as `push` does, pausing up to 300 us now and then so that the consumer sleeps.
+fn paced(
+    board: &Board,
+    ledger: &Ledger,
+    mut push: impl FnMut(Item) -> Result<(), shmsync::PushError<Item>>,
+) {
+    let mut rng = Rng::new(u64::from(std::process::id()) ^ now_ns());
+    produce(board, ledger, |item| {
+        if rng.below(32) == 0 {
+            pause(rng.pause(300));
+        }
+        push(item)
+    });
+}
+
+pub fn child(role: &str, slot: usize) {
+    let board = Shared::<Board>::open(&env("BOARD")).expect("open the board");
+    let ledger = Shared::<Ledger>::open(&env("LEDGER")).expect("open the ledger");
+    let [a, b, c] = names(&env("OBJ"));
+    match role {
+        "producer-a" | "producer-b" => {
+            let name = if role == "producer-a" { &a } else { &b };
+            let mut tx = open_retrying(&board, || spsc::Producer::<Item>::open(name));
+            paced(&board, &ledger, |v| tx.push_timeout(v, STEP));
+        }
+        "producer-c" => {
+            let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&c));
+            paced(&board, &ledger, |v| q.push_timeout(v, STEP));
+        }
+        "consumer" => {
+            let mut q = Queues {
+                a: open_retrying(&board, || spsc::Consumer::<Item>::open(&a)),
+                b: open_retrying(&board, || spsc::Consumer::<Item>::open(&b)),
+                c: open_retrying(&board, || mpmc::Queue::<Item>::open(&c)),
+            };
+            if std::process::id() % 2 == 0 {
+                with_a_set(&board, &ledger, slot, &mut q);
+            } else {
+                with_futures(&board, &ledger, slot, &mut q);
+            }
+        }
+        other => panic!("unknown role {other:?}"),
+    }
+}
+
+/// The consumer's three queues.
+struct Queues {
+    a: spsc::Consumer<Item>,
+    b: spsc::Consumer<Item>,
+    c: mpmc::Queue<Item>,
+}
+
+impl Queues {
+    /// One pop on queue `i`, as its entry said it is ready.
+    fn pop_one(&mut self, i: usize) -> Result<Item, PopError> {
+        match i {
+            0 => self.a.try_pop(),
+            1 => self.b.try_pop(),
+            _ => self.c.try_pop(),
+        }
+    }
+
+    fn add_to(&self, set: &mut WaitSet, i: usize) -> shmsync::waitset::Key {
+        match i {
+            0 => set.add_pop(&self.a),
+            1 => set.add_pop(&self.b),
+            _ => set.add_pop(&self.c),
+        }
+        .expect("room in the set")
+    }
+}
+
+/// Serves the three queues through one `WaitSet`. An entry whose producer is gone is
+/// removed (it would stay ready) and added again once a pop no longer says so.
+fn with_a_set(board: &Board, ledger: &Ledger, slot: usize, q: &mut Queues) {
+    let mut set = WaitSet::new();
+    let mut keys = [0, 1, 2].map(|i| Some(q.add_to(&mut set, i)));
+    while !board.stopping() {
+        // Entries dropped for a gone producer: back once a pop finds one again.
+        for (i, key) in keys.iter_mut().enumerate() {
+            if key.is_none() {
+                match q.pop_one(i) {
+                    Err(PopError::Disconnected) => continue,
+                    Ok(item) => take(board, ledger, slot, item),
+                    Err(PopError::Empty) => {}
+                    Err(_) => return garbled(board),
+                }
+                *key = Some(q.add_to(&mut set, i));
+            }
+        }
+        let ready = match set.wait_timeout(Duration::from_millis(5)) {
+            Ok(ready) => ready.to_vec(),
+            Err(WaitSetError::Timeout | WaitSetError::NoEntries) => {
+                pause(Duration::from_micros(500));
+                continue;
+            }
+            Err(e) => panic!("chaos: {e}"),
+        };
+        for key in ready {
+            let i = keys.iter().position(|k| *k == Some(key)).expect("a key of ours");
+            match q.pop_one(i) {
+                Ok(item) => take(board, ledger, slot, item),
+                Err(PopError::Empty) => {}
+                Err(PopError::Disconnected) => {
+                    board.saw_disconnected();
+                    set.remove(key);
+                    keys[i] = None;
+                }
+                Err(_) => return garbled(board),
+            }
+        }
+    }
+}
+
+/// A pop said `Corrupted`: counted as garbage, and this consumer stops.
+fn garbled(board: &Board) {
+    board.garbage.fetch_add(1, Ordering::Relaxed);
+}
+
+type Pop<'a> = Pin<Box<dyn Future<Output = Result<Item, PopError>> + 'a>>;
+
+/// Serves the three queues by racing three `pop_async` futures (under
+/// `futures::executor`) and dropping the two that lose: cancel safety on every round.
+fn with_futures(board: &Board, ledger: &Ledger, slot: usize, q: &mut Queues) {
+    futures::executor::block_on(async {
+        while !board.stopping() {
+            // A queue whose producer is gone would win every race at once (Disconnected):
+            // leave it out until its replacement comes.
+            let Queues { a, b, c } = &mut *q;
+            let mut race: Vec<Pop<'_>> = vec![Box::pin(c.pop_async())];
+            if !a.is_abandoned() {
+                race.push(Box::pin(a.pop_async()));
+            }
+            if !b.is_abandoned() {
+                race.push(Box::pin(b.pop_async()));
+            }
+            let (result, _, losers) = futures::future::select_all(race).await;
+            drop(losers);
+            match result {
+                Ok(item) => take(board, ledger, slot, item),
+                Err(PopError::Disconnected) => {
+                    // A producer is gone until its replacement comes; its future is ready
+                    // at once until then.
+                    board.saw_disconnected();
+                    pause(Duration::from_micros(200));
+                }
+                Err(_) => return garbled(board),
+            }
+        }
+    });
+}
+
+pub fn waitset(run: &Run) -> Report {
+    let mut report = Report::new("waitset");
+    let setup = Setup::new(run);
+    let board = &setup.board;
+    let [a, b, c] = names(&setup.obj);
+    // Made here, their roles left to the children; the parent keeps an MPMC handle only
+    // to drain at the end.
+    drop(spsc::Producer::<Item>::create(&a, 64).expect("create queue a"));
+    drop(spsc::Producer::<Item>::create(&b, 64).expect("create queue b"));
+    let qc = mpmc::Queue::<Item>::create(&c, 64).expect("create queue c");
+    let mut fleet = setup.fleet("waitset", 4);
+    for (slot, role) in ROLES.iter().enumerate() {
+        fleet.spawn(slot, role);
+    }
+    let mut rng = Rng::new(run.seed);
+    let mut hands = Vec::new();
+    wait_until(HANG * 5, || board.progress.load(Ordering::Acquire) > 100);
+    for _ in 0..run.kills {
+        if report.gave_up() {
+            break;
+        }
+        pause(rng.pause(3_000));
+        let slot = rng.below(4) as usize;
+        let before = board.progress.load(Ordering::Acquire);
+        let t = now_ns();
+        fleet.kill(slot);
+        if slot == CONSUMER {
+            report.killed("consumers");
+            hands.push(board.in_hand[slot].swap(0, Ordering::AcqRel));
+        } else {
+            report.killed("producers");
+            // The consumer goes on with the other two queues.
+            if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
+                report.recoveries.push(now_ns() - t);
+            } else {
+                eprintln!("chaos waitset: nothing delivered for {HANG:?} after killing {slot}");
+                report.hangs += 1;
+            }
+        }
+        if replace(&mut fleet, &mut rng, board, slot, ROLES[slot]) {
+            if slot == CONSUMER {
+                report.recoveries.push(now_ns() - t);
+            }
+        } else {
+            eprintln!("chaos waitset: nothing delivered for {HANG:?} after replacing {slot}");
+            report.hangs += 1;
+        }
+    }
+    board.stop.store(1, Ordering::Release);
+    report.hangs += fleet.finish(HANG * 3);
+    // Drain what is left, as the consumer.
+    for name in [&a, &b] {
+        let mut rx = spsc::Consumer::<Item>::open(name).expect("a consumer role at the end");
+        while let Ok(item) = rx.try_pop() {
+            record(board, &setup.ledger, item);
+        }
+    }
+    while let Ok(item) = qc.pop_timeout(Duration::from_millis(50)) {
+        record(board, &setup.ledger, item);
+    }
+    if !qc.is_empty() {
+        eprintln!("chaos waitset: {} values stranded in the MPMC queue", qc.len());
+        report.hangs += 1;
+    }
+    setup.account(&mut report, &hands);
+    drop(fleet);
+    drop(qc);
+    for name in [&a, &b] {
+        let _ = spsc::Producer::<Item>::unlink(name);
+    }
+    let _ = mpmc::Queue::<Item>::unlink(&c);
+    setup.remove();
+    report
+}
