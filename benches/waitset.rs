@@ -13,7 +13,11 @@
 //!   (`peer_wait_then_drain`, the pattern the docs recommend).
 //! - `async_round_trip`: 8-byte round trips between this process and a peer, both on a
 //!   current-thread tokio runtime: `push_async`/`pop_async` through two SPSC queues
-//!   (`shmsync_pop_async`) against a tokio `UnixStream` (`tokio_unix_stream`).
+//!   (`shmsync_pop_async`) against a tokio `UnixStream` (`tokio_unix_stream`). Both
+//!   peers answer at once, so both sides mostly spin (shmsync) or poll (tokio).
+//! - `async_wake`: the sleeping case, measured as `waitset_wake`: a task parked in
+//!   `pop_async` woken by the peer's push, against one parked in a tokio `UnixStream`
+//!   read woken by the peer's write.
 //!
 //! Run: `cargo bench --bench waitset`.
 #![allow(clippy::disallowed_types)] // the benchmark's own layouts hold std atomics
@@ -345,6 +349,26 @@ fn async_unix_echo() -> Side {
     })
 }
 
+/// A Unix stream socketpair: this end as a tokio stream on `rt`, the other end inherited
+/// by a peer started in `role` (as `FD`).
+fn tokio_stream_to_peer(
+    rt: &tokio::runtime::Runtime,
+    role: &str,
+) -> (tokio::net::UnixStream, Peer) {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into the array.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    // SAFETY: fresh descriptors, owned from here on.
+    let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let peer = Peer::start(role, &[("FD", theirs.as_raw_fd().to_string())]);
+    drop(theirs);
+    let std_stream = std::os::unix::net::UnixStream::from(mine);
+    std_stream.set_nonblocking(true).unwrap();
+    let stream = rt.block_on(async { tokio::net::UnixStream::from_std(std_stream) }).unwrap();
+    (stream, peer)
+}
+
 fn async_round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip");
     group.measurement_time(Duration::from_secs(4));
@@ -369,17 +393,7 @@ fn async_round_trip(c: &mut Criterion) {
     drop((peer, tx, rx));
     unlink_all(&names[..2]);
 
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into the array.
-    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
-    assert_eq!(r, 0);
-    // SAFETY: fresh descriptors, owned from here on.
-    let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let mut peer = Peer::start("async-unix-echo", &[("FD", theirs.as_raw_fd().to_string())]);
-    drop(theirs);
-    let std_stream = std::os::unix::net::UnixStream::from(mine);
-    std_stream.set_nonblocking(true).unwrap();
-    let mut stream = rt.block_on(async { tokio::net::UnixStream::from_std(std_stream) }).unwrap();
+    let (mut stream, mut peer) = tokio_stream_to_peer(&rt, "async-unix-echo");
     group.bench_function("tokio_unix_stream", |b| {
         b.iter_custom(|iters| {
             peer.batch(iters, |n| {
@@ -398,7 +412,55 @@ fn async_round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, wake, stream, async_round_trip);
+/// Writes 8 bytes (`k`) to the inherited Unix stream `FD` for each wake-up.
+fn socket_waker() -> Side {
+    let fd: RawFd = env("FD").parse().unwrap();
+    let control = peer_control();
+    Box::new(move |iters, ready| {
+        waker(iters, ready, &control, &mut |k| {
+            // SAFETY: an 8-byte write from a live u64 to the inherited socket.
+            let n = unsafe { libc::write(fd, (&k as *const u64).cast(), 8) };
+            assert_eq!(n, 8);
+        })
+    })
+}
+
+/// The sleeping case of the async calls: the task is parked (the peer lets it fall
+/// asleep first), then woken by a push (shmsync: the waiter thread wakes, then wakes the
+/// runtime) or by a socket write (tokio: its epoll wakes the runtime directly).
+fn async_wake(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_wake");
+    group.measurement_time(Duration::from_secs(4));
+    let rt = runtime();
+
+    let names = queue_names("async-wake");
+    let mut rx = spsc::Consumer::<u64>::create(&names[0], 64).unwrap();
+    let mut peer = Peer::start("pop-waker-one", &names_env(&names[..1]));
+    group.bench_function("shmsync_pop_async", |b| {
+        b.iter_custom(|iters| {
+            wake_latency(&mut peer, iters, &mut |k| {
+                assert_eq!(rt.block_on(rx.pop_async()).unwrap(), k);
+            })
+        })
+    });
+    drop((peer, rx));
+    unlink_all(&names[..1]);
+
+    let (mut stream, mut peer) = tokio_stream_to_peer(&rt, "socket-waker");
+    group.bench_function("tokio_unix_stream", |b| {
+        b.iter_custom(|iters| {
+            wake_latency(&mut peer, iters, &mut |k| {
+                let mut buf = [0u8; 8];
+                rt.block_on(stream.read_exact(&mut buf)).unwrap();
+                assert_eq!(u64::from_ne_bytes(buf), k);
+            })
+        })
+    });
+    drop(peer);
+    group.finish();
+}
+
+criterion_group!(benches, wake, stream, async_round_trip, async_wake);
 
 const ROLES: &[(&str, Role)] = &[
     ("pop-waker-one", one_queue_waker),
@@ -408,6 +470,7 @@ const ROLES: &[(&str, Role)] = &[
     ("chunk-streamer", chunk_streamer),
     ("async-queue-echo", async_queue_echo),
     ("async-unix-echo", async_unix_echo),
+    ("socket-waker", socket_waker),
 ];
 
 /// Pushes every `k` to queue 0.

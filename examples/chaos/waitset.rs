@@ -60,9 +60,12 @@ pub fn child(role: &str, slot: usize) {
                 b: open_retrying(&board, || spsc::Consumer::<Item>::open(&b)),
                 c: open_retrying(&board, || mpmc::Queue::<Item>::open(&c)),
             };
-            if std::process::id() % 2 == 0 {
+            let mode = std::env::var("CHAOS_WAITSET_MODE").unwrap_or_default();
+            if mode == "set" || (mode.is_empty() && std::process::id() % 2 == 0) {
+                board.per_worker[0].store(1, Ordering::Relaxed);
                 with_a_set(&board, &ledger, slot, &mut q);
             } else {
+                board.per_worker[0].store(2, Ordering::Relaxed);
                 with_futures(&board, &ledger, slot, &mut q);
             }
         }
@@ -199,7 +202,14 @@ pub fn waitset(run: &Run) -> Report {
             break;
         }
         pause(rng.pause(3_000));
-        let slot = rng.below(4) as usize;
+        // CHAOS_WAITSET_VICTIMS=2,3 narrows the kills to those slots, to chase a bug.
+        let slot = match std::env::var("CHAOS_WAITSET_VICTIMS") {
+            Ok(list) => {
+                let slots: Vec<usize> = list.split(',').map(|v| v.parse().unwrap()).collect();
+                slots[rng.below(slots.len() as u64) as usize]
+            }
+            Err(_) => rng.below(4) as usize,
+        };
         let before = board.progress.load(Ordering::Acquire);
         let t = now_ns();
         fleet.kill(slot);
@@ -212,7 +222,13 @@ pub fn waitset(run: &Run) -> Report {
             if wait_until(HANG, || board.progress.load(Ordering::Acquire) > before) {
                 report.recoveries.push(now_ns() - t);
             } else {
-                eprintln!("chaos waitset: nothing delivered for {HANG:?} after killing {slot}");
+                eprintln!(
+                    "chaos waitset: nothing delivered for {HANG:?} after killing {slot} (the \
+                     consumer serves {}; {} values in the MPMC queue)",
+                    ["?", "through a set", "with futures"]
+                        [board.per_worker[0].load(Ordering::Relaxed).min(2) as usize],
+                    qc.len()
+                );
                 report.hangs += 1;
             }
         }

@@ -77,7 +77,7 @@ impl Event {
 
     /// A wait-set entry that is ready while the flag is set.
     #[cfg(not(loom))]
-    pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {
+    pub(crate) fn wait_source(&self) -> Box<dyn crate::wake::many::Source> {
         super::WordSource::boxed(&self.inner, RawEvent::is_set, RawEvent::announce_waiter)
     }
 

@@ -41,7 +41,7 @@ impl<T: crate::ShmSafe + Sync + 'static> WordSource<T> {
         object: &crate::segment::object::Object<T>,
         ready: fn(&T) -> bool,
         announce: fn(&T) -> (&crate::loom::AtomicU32, u32),
-    ) -> Box<dyn crate::waitset::source::Source> {
+    ) -> Box<dyn crate::wake::many::Source> {
         let (segment, raw) = object.shared();
         Box::new(Self { _segment: segment, raw, ready, announce })
     }
@@ -53,12 +53,12 @@ impl<T: crate::ShmSafe + Sync + 'static> WordSource<T> {
 }
 
 #[cfg(not(loom))]
-impl<T: crate::ShmSafe + Sync + 'static> crate::waitset::source::Source for WordSource<T> {
+impl<T: crate::ShmSafe + Sync + 'static> crate::wake::many::Source for WordSource<T> {
     fn is_ready(&self) -> bool {
         (self.ready)(self.raw())
     }
 
-    fn announce(&self) -> crate::waitset::source::Announced<'_> {
-        crate::waitset::source::Announced { wake: (self.announce)(self.raw()), death: None }
+    fn announce(&self) -> crate::wake::many::Announced<'_> {
+        crate::wake::many::Announced { wake: (self.announce)(self.raw()), death: None }
     }
 }

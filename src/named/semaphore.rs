@@ -170,7 +170,7 @@ impl Semaphore {
 
     /// A wait-set entry that is ready while a permit is available.
     #[cfg(not(loom))]
-    pub(crate) fn wait_source(&self) -> Box<dyn crate::waitset::source::Source> {
+    pub(crate) fn wait_source(&self) -> Box<dyn crate::wake::many::Source> {
         let has_permit = |sem: &RawSemaphore| sem.value() > 0;
         super::WordSource::boxed(&self.inner, has_permit, RawSemaphore::announce_waiter)
     }

@@ -14,8 +14,8 @@ use crate::rings::spsc::ring::Indices;
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Segment, SegmentInfo, Spec};
-use crate::waitset::source::Source;
 use crate::wake::futex::{Deadline, Wait};
+use crate::wake::many::Source;
 
 /// `Control::mode` of a pipe with a ring in each direction.
 const DUPLEX: u32 = 1;

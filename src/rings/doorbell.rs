@@ -32,6 +32,7 @@
 
 use crate::loom::{AtomicU32, Ordering};
 use crate::wake::futex::{self, Deadline};
+use crate::wake::many::sleep_on_words;
 
 /// How many sides may sleep on one doorbell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +130,9 @@ impl Doorbell {
 }
 
 /// One sleeper on several doorbells at once: announces itself on every one, then
-/// [`sleep_on_words`]. What the loom models and the real-futex test drive; a
+/// [`sleep_on_words`](crate::wake::many::sleep_on_words). What the loom models and the real-futex test drive; a
 /// [`WaitSet`](crate::WaitSet) announces on its entries (doorbells, peers' role words,
-/// events' and semaphores' words) and calls [`sleep_on_words`] itself.
+/// events' and semaphores' words) and calls `sleep_on_words` itself.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn sleep_on_many(
     bells: &[(&Doorbell, Sleepers)],
@@ -144,24 +145,6 @@ pub(crate) fn sleep_on_many(
     sleep_on_words(&words, heavy_fence, deadline, ready);
     for (bell, sleepers) in bells {
         bell.done(*sleepers);
-    }
-}
-
-/// The core of a wait set's sleep, once the sleeper has announced itself on every entry
-/// (raised each flag and read each word): runs **one** heavy fence, re-checks `ready`
-/// (work on any entry), and only then sleeps on all the words in one `futex_waitv` until
-/// any is woken or changed, or `deadline`. Each entry's hand-off is the one-doorbell
-/// protocol above: a ring after the announce either is seen by the re-check or wakes the
-/// sleep. The caller then ends the sleep on each entry (`done`) and loops.
-pub(crate) fn sleep_on_words(
-    words: &[(&AtomicU32, u32)],
-    heavy_fence: impl Fn(),
-    deadline: &Deadline,
-    ready: &mut dyn FnMut() -> bool,
-) {
-    heavy_fence();
-    if !ready() {
-        let _ = futex::wait_any(words, deadline);
     }
 }
 

@@ -166,7 +166,7 @@ impl<L: Look> EndSource<L> {
         me: &Side,
         peer: &Side,
         look: L,
-    ) -> Box<dyn crate::waitset::source::Source> {
+    ) -> Box<dyn crate::wake::many::Source> {
         Box::new(Self {
             _segment: std::sync::Arc::clone(segment),
             me: std::ptr::NonNull::from(me),
@@ -181,7 +181,7 @@ impl<L: Look> EndSource<L> {
     }
 }
 
-impl<L: Look> crate::waitset::source::Source for EndSource<L> {
+impl<L: Look> crate::wake::many::Source for EndSource<L> {
     #[inline]
     fn is_ready(&self) -> bool {
         self.look.ready() || self.sides().1.gone()
@@ -189,10 +189,10 @@ impl<L: Look> crate::waitset::source::Source for EndSource<L> {
 
     /// Raises this end's sleeping flag and asks to be woken when the peer's role is
     /// released or its holder dies: the first half of [`Side::sleep`].
-    fn announce(&self) -> crate::waitset::source::Announced<'_> {
+    fn announce(&self) -> crate::wake::many::Announced<'_> {
         let (me, peer) = self.sides();
         let seen = me.bell.announce();
-        crate::waitset::source::Announced {
+        crate::wake::many::Announced {
             wake: (me.bell.word(), seen),
             death: Some(peer.role.announce_waiter()),
         }

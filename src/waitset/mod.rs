@@ -5,7 +5,7 @@
 //!
 //! Each object already has a sleep/wake hand-off for its own blocking calls (the queues'
 //! and pipes' doorbells, the events' and semaphores' `WAITERS` bits). A set runs the same
-//! hand-off on all its entries at once (`rings::doorbell::sleep_on_words`, checked by
+//! hand-off on all its entries at once (`wake::many::sleep_on_words`, checked by
 //! the loom model `a_set_sleeping_on_two_doorbells_is_always_woken`): it looks at every
 //! entry; if none is ready it spins briefly (as blocking calls do), looks closer, then
 //! announces the sleep on every entry, runs **one** heavy fence, looks again, and only
@@ -20,16 +20,15 @@
 
 #[cfg(all(feature = "async", not(loom)))]
 pub(crate) mod reactor;
-pub(crate) mod source;
 
 use std::time::{Duration, Instant};
 
 use crate::error::WaitSetError;
-use crate::rings::doorbell::sleep_on_words;
 use crate::rings::wait::spin_until;
 use crate::wake::fence;
 use crate::wake::futex::{Deadline, Wait};
-use source::Source;
+use crate::wake::many::Source;
+use crate::wake::many::sleep_on_words;
 
 /// How long a set sleeps at most before looking closely again: the bound on noticing that
 /// an MPMC queue's last other handle is gone (its blocking calls use the same), and a net
@@ -70,13 +69,13 @@ pub(crate) mod sealed {
     /// How a handle makes its pop entry.
     pub trait CanPop {
         /// The entry (keeps the mapping alive, not the handle).
-        fn pop_source(&self) -> Box<dyn super::source::Source>;
+        fn pop_source(&self) -> Box<dyn crate::wake::many::Source>;
     }
 
     /// How a handle makes its push entry.
     pub trait CanPush {
         /// The entry (keeps the mapping alive, not the handle).
-        fn push_source(&self) -> Box<dyn super::source::Source>;
+        fn push_source(&self) -> Box<dyn crate::wake::many::Source>;
     }
 }
 

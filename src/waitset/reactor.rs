@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::loom::{AtomicU32, Ordering};
 use crate::rings::wait::spin_until;
-use crate::waitset::source::Source;
 use crate::wake::fence;
 use crate::wake::futex::{self, Deadline};
+use crate::wake::many::Source;
 
 /// How long the thread sleeps at most: the bound on noticing an MPMC queue's last other
 /// handle gone (its closer look), and a net under hostile peers.

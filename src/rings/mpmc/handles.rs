@@ -16,9 +16,9 @@ use crate::rings::mpmc::ring::{PopFailure, Positions, PushFailure, Ring, Slot};
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Segment, SegmentInfo};
-use crate::waitset::source::{Announced, Source};
 use crate::wake::fence;
 use crate::wake::futex::Wait;
+use crate::wake::many::{Announced, Source};
 
 /// Processes that can have the queue open at once.
 const MEMBERS: usize = 64;

@@ -15,8 +15,8 @@ use crate::rings::spsc::ring::{Indices, PopFailure, PushFailure, Reader, RingMem
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Options, Segment, SegmentInfo};
-use crate::waitset::source::Source;
 use crate::wake::futex::{Deadline, Wait};
+use crate::wake::many::Source;
 
 /// The segment payload before the slots.
 #[repr(C)]

@@ -1,11 +1,17 @@
-//! What a wait set asks of each kind of object it can wait on: is the call this entry
-//! stands for worth making now, and which futex words to sleep on until it may be.
+//! Sleeping on many objects at once: what a sleeper (a [`WaitSet`](crate::WaitSet), the
+//! async waiter thread) asks of each kind of object ([`Source`]: is the call this entry
+//! stands for worth making now, and which futex words to sleep on until it may be), and
+//! the one sleep on all their words ([`sleep_on_words`]).
 //!
 //! Each handle module implements [`Source`] for its own readiness (it knows its private
-//! layout); the set (`super`) only runs the protocol: look, announce on every entry, one
-//! heavy fence, look again, one `futex_waitv`.
+//! layout); the sleeper only runs the protocol: look, announce on every entry, one heavy
+//! fence, look again, one `futex_waitv`.
+
+// Loom builds have the sleep (its models drive it) but none of the objects' entries.
+#![cfg_attr(loom, allow(dead_code))]
 
 use crate::loom::AtomicU32;
+use crate::wake::futex::{self, Deadline};
 
 /// A futex word to sleep on and the value it held when the sleep was announced.
 pub(crate) type Word<'a> = (&'a AtomicU32, u32);
@@ -43,4 +49,22 @@ pub trait Source: Send + Sync {
 
     /// The sleep is over (woken, timed out, or given up because the re-check found work).
     fn done(&self) {}
+}
+
+/// The core of a wait set's sleep, once the sleeper has announced itself on every entry
+/// (raised each flag and read each word): runs **one** heavy fence, re-checks `ready`
+/// (work on any entry), and only then sleeps on all the words in one `futex_waitv` until
+/// any is woken or changed, or `deadline`. Each entry's hand-off is the one-doorbell
+/// protocol above: a ring after the announce either is seen by the re-check or wakes the
+/// sleep. The caller then ends the sleep on each entry (`done`) and loops.
+pub(crate) fn sleep_on_words(
+    words: &[(&AtomicU32, u32)],
+    heavy_fence: impl Fn(),
+    deadline: &Deadline,
+    ready: &mut dyn FnMut() -> bool,
+) {
+    heavy_fence();
+    if !ready() {
+        let _ = futex::wait_any(words, deadline);
+    }
 }
