@@ -391,3 +391,22 @@ fn bad_registrations_and_waits_are_clear_errors() {
     assert_eq!(set.add_event(&event).unwrap(), k);
     assert_eq!(set.len(), 128);
 }
+
+#[test]
+fn garbage_positions_make_an_entry_ready_and_the_call_says_corrupted() {
+    let name = unique_name("ws-garbage");
+    let _cleanup = Remove::shm(&name);
+    let mut rx = spsc::Consumer::<u64>::create_with(&name, 8, &opts()).unwrap();
+    let _tx = spsc::Producer::<u64>::open_with(&name, &opts()).unwrap();
+    let mut set = WaitSet::new();
+    let key = set.add_pop(&rx).unwrap();
+    assert_eq!(set.try_wait(), []);
+    // A hostile producer's position: far past the consumer's (the payload starts 128
+    // bytes into the file; the producer's position is 128 bytes into the payload).
+    let mut map = common::second_mapping(std::path::Path::new("/dev/shm").join(&name));
+    map[256..264].copy_from_slice(&1_000_000u64.to_ne_bytes());
+    assert_eq!(set.try_wait(), [key], "garbage is ready: the call has something to say");
+    assert_eq!(rx.try_pop(), Err(PopError::Corrupted));
+    // And a wait returns at once rather than sleeping on it.
+    assert_eq!(set.wait_timeout(WAKE).unwrap(), [key]);
+}

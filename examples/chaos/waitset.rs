@@ -153,17 +153,18 @@ type Pop<'a> = Pin<Box<dyn Future<Output = Result<Item, PopError>> + 'a>>;
 /// `futures::executor`) and dropping the two that lose: cancel safety on every round.
 fn with_futures(board: &Board, ledger: &Ledger, slot: usize, q: &mut Queues) {
     futures::executor::block_on(async {
+        let mut round = 0usize;
         while !board.stopping() {
-            // A queue whose producer is gone would win every race at once (Disconnected):
-            // leave it out until its replacement comes.
+            // All three race, in an order that rotates: a queue whose producer is gone wins
+            // at once (Disconnected) when it is polled before a ready one, but cannot shut
+            // the others out. (Leaving such a queue out instead hung the first version of
+            // this loop: a race built while two producers were gone waited on the third
+            // alone, and its producer was killed next.)
             let Queues { a, b, c } = &mut *q;
-            let mut race: Vec<Pop<'_>> = vec![Box::pin(c.pop_async())];
-            if !a.is_abandoned() {
-                race.push(Box::pin(a.pop_async()));
-            }
-            if !b.is_abandoned() {
-                race.push(Box::pin(b.pop_async()));
-            }
+            let mut race: Vec<Pop<'_>> =
+                vec![Box::pin(a.pop_async()), Box::pin(b.pop_async()), Box::pin(c.pop_async())];
+            round += 1;
+            race.rotate_left(round % 3);
             let (result, _, losers) = futures::future::select_all(race).await;
             drop(losers);
             match result {
@@ -229,6 +230,35 @@ pub fn waitset(run: &Run) -> Report {
                         [board.per_worker[0].load(Ordering::Relaxed).min(2) as usize],
                     qc.len()
                 );
+                if std::env::var_os("CHAOS_DEBUG").is_some() {
+                    for name in [&a, &b, &c] {
+                        let words = shmsync::inspect(name, &Default::default())
+                            .map(|(_, f)| {
+                                f.into_iter()
+                                    .filter(|(k, _)| !matches!(k.as_str(), "path" | "type_tag"))
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            })
+                            .unwrap_or_else(|e| e.to_string());
+                        eprintln!("  {words}");
+                    }
+                    eprintln!("  pids: {:?}", (0..4).map(|s| fleet.pid(s)).collect::<Vec<_>>());
+                    if let Some(pid) = fleet.pid(CONSUMER) {
+                        let out = std::process::Command::new("gdb")
+                            .args([
+                                "-p",
+                                &pid.to_string(),
+                                "-batch",
+                                "-ex",
+                                "thread apply all bt 25",
+                            ])
+                            .output();
+                        if let Ok(out) = out {
+                            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+                        }
+                    }
+                }
                 report.hangs += 1;
             }
         }
