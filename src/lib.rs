@@ -141,6 +141,11 @@
 //!   any number of processes.
 //! - [`Pipe`]: a duplex (or one-way) connection of variable-size messages between two
 //!   processes, written and read in place, also an `io::Read`/`io::Write` byte stream.
+//! - [`WaitSet`] ([`waitset`]): one thread waiting on many queues, pipe ends, events and
+//!   semaphores at once, in one `futex_waitv` per sleep. With the default feature
+//!   `async`: `pop_async`, `push_async`, `recv_async`, `send_async`,
+//!   `Event::wait_async`, `Semaphore::acquire_async`, `Lock::lock_async`, for any
+//!   executor (one waiter thread per process sleeps for all of them).
 //! - [`Shared`]: a user-defined `#[repr(C)]` layout in one named segment, built from the
 //!   [`raw`] primitives.
 //! - [`Process`] and [`Pool`] ([`process`]): functions run in child processes, results
@@ -149,7 +154,8 @@
 //!   object shares.
 //!
 //! Processes that use a queue or a pipe start one helper thread, the *keeper*, which holds
-//! their roles so that the kernel releases them when the process dies.
+//! their roles so that the kernel releases them when the process dies; processes that
+//! await an async call start one more, the *waiter*.
 //!
 //! The design notes (segment layout, protocols, trust model) are in `docs/design.md`;
 //! what survives `kill -9`, measured, in `docs/RELIABILITY.md`.
