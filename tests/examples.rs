@@ -62,7 +62,7 @@ fn uncontended_operations_make_no_futex_call() {
         return;
     }
     let out = Command::new("strace")
-        .args(["-f", "-c", "-e", "trace=futex,get_robust_list"])
+        .args(["-f", "-c", "-e", "trace=futex,futex_waitv,get_robust_list"])
         .arg(example("no_syscalls"))
         .output()
         .unwrap();
@@ -78,6 +78,7 @@ fn uncontended_operations_make_no_futex_call() {
     // The trace must have seen the program: the robust list is looked up once.
     assert_eq!(calls("get_robust_list"), 1, "strace saw nothing?\n{table}");
     assert_eq!(calls("futex"), 0, "200,000 uncontended rounds made futex calls:\n{table}");
+    assert_eq!(calls("futex_waitv"), 0, "a ready wait set slept:\n{table}");
 }
 
 #[test]
