@@ -68,7 +68,8 @@ impl Lock {
     /// `async`, any executor): at once, with no syscall, when it is free. The guard
     /// belongs to the thread that polled the future last (robust locks are per thread),
     /// so it cannot be held across an `.await` in a task that may move (it is not
-    /// `Send`). Cancel-safe: a dropped future holds nothing.
+    /// `Send`). Cancel-safe: a dropped future holds nothing. An unlock wakes one sleeper:
+    /// if that is a blocking `lock` elsewhere, this call looks again within 20 ms.
     ///
     /// # Errors
     ///

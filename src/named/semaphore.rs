@@ -160,7 +160,8 @@ impl Semaphore {
     }
 
     /// Takes a permit, awaiting one while there is none (feature `async`, any executor).
-    /// Cancel-safe: a dropped future has taken no permit.
+    /// Cancel-safe: a dropped future has taken no permit. A `release` wakes one sleeper:
+    /// if that is a blocking `acquire` elsewhere, this call looks again within 20 ms.
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn acquire_async(&self) {
         while !self.try_acquire() {
