@@ -228,3 +228,31 @@ fn events_semaphores_locks_and_room_are_awaited_under_either_executor() {
         other => panic!("expected OwnerDied, got {:?}", other.map(drop)),
     }
 }
+
+/// Regression: a hostile peer that rewrites the consumer's position in shared memory can
+/// make the entry's look see a value that the consumer's own position does not. Before
+/// the fix, `pop_async` then looped inside one poll for good (look: ready; pop: empty),
+/// and the runtime's timer never ran. Now every wait after the first yields first.
+#[test]
+fn a_forged_position_that_fools_the_look_cannot_keep_pop_async_from_yielding() {
+    let name = unique_name("async-forged");
+    let _cleanup = Remove::shm(&name);
+    let mut rx = spsc::Consumer::<u64>::create(&name, 8).unwrap();
+    let mut tx = spsc::Producer::<u64>::open(&name).unwrap();
+    tx.push(1).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1)); // both positions at 1
+    // The consumer's position (the payload's first word, 128 bytes into the file) set
+    // back to 0, one behind the producer's.
+    let mut map = common::second_mapping(std::path::Path::new("/dev/shm").join(&name));
+    map[128..136].copy_from_slice(&0u64.to_ne_bytes());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let timed_out = runtime().block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), rx.pop_async()).await.is_err()
+        });
+        let _ = done_tx.send(timed_out);
+    });
+    let outcome = done_rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(outcome, Ok(true), "pop_async never yielded to the runtime's timer");
+    drop(tx);
+}

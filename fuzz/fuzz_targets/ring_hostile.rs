@@ -7,14 +7,15 @@
 //! forms with zero timeouts, len); an odd one writes the second byte at an offset in the
 //! control block (indices, the sides' flags and role words) or the slots, through a second
 //! mapping of the file. Whatever the bytes, nothing may panic (outside the checks below),
-//! hang, or read out of bounds; values come out as `Ok` or typed errors.
+//! hang, or read out of bounds; values come out as `Ok` or typed errors. A `WaitSet` over
+//! every end looks at the same words: its looks and zero-timeout waits return.
 #![no_main]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use shmsync::{Options, mpmc, spsc};
+use shmsync::{Options, WaitSet, mpmc, spsc};
 
 #[path = "shared/scratch.rs"]
 mod scratch;
@@ -48,6 +49,11 @@ fuzz_target!(|data: &[u8]| {
     mpmc::Queue::<u64>::unlink_with(&format!("{name}m"), &opts).unwrap();
     // SAFETY: a second shared mapping of the MPMC queue's file; only this thread writes it.
     let mut mpeer = unsafe { memmap2::MmapMut::map_mut(&mfile) }.unwrap();
+    // A wait set over every end: its looks read the same hostile words.
+    let mut set = WaitSet::new();
+    set.set_spin(false);
+    let keys = [set.add_pop(&rx), set.add_push(&tx), set.add_pop(&mq), set.add_push(&mq)];
+    assert!(keys.iter().all(Result::is_ok));
 
     for pair in data.chunks_exact(2) {
         let (op, arg) = (pair[0], pair[1]);
@@ -86,6 +92,9 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 let _ = (tx.len(), rx.len(), tx.is_abandoned(), rx.is_abandoned(), tx.capacity());
+                // Whatever the words say, a look returns, and a zero wait returns at once.
+                let _ = set.try_wait().len();
+                let _ = set.wait_timeout(zero);
             }
             _ => {
                 let _ = (tx.is_full(), rx.is_empty());

@@ -70,8 +70,9 @@ impl Event {
     /// is not seen: it returns when it finds the flag set.
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn wait_async(&self) {
+        let mut waits = crate::waitset::reactor::Waits::new();
         while !self.is_set() {
-            crate::waitset::reactor::ready(self.wait_source()).await;
+            waits.next(self.wait_source()).await;
         }
     }
 

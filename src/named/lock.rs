@@ -76,6 +76,7 @@ impl Lock {
     /// As [`lock`](Self::lock).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn lock_async(&self) -> LockResult<LockGuard<'_>> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         loop {
             match self.try_lock() {
                 Ok(guard) => return Ok(guard),
@@ -90,7 +91,7 @@ impl Lock {
                 |lock: &RawLock| !lock.is_locked(),
                 RawLock::announce_waiter,
             );
-            crate::waitset::reactor::ready(entry).await;
+            waits.next(entry).await;
         }
     }
 

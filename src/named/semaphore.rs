@@ -164,8 +164,9 @@ impl Semaphore {
     /// if that is a blocking `acquire` elsewhere, this call looks again within 20 ms.
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn acquire_async(&self) {
+        let mut waits = crate::waitset::reactor::Waits::new();
         while !self.try_acquire() {
-            crate::waitset::reactor::ready(self.wait_source()).await;
+            waits.next(self.wait_source()).await;
         }
     }
 

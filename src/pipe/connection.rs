@@ -640,6 +640,7 @@ impl Connection {
     /// As [`recv`](Self::recv).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn recv_async(&mut self) -> Result<Message<'_>, RecvError> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         loop {
             match self.wait_frame(Wait::Forever, false) {
                 Ok(frame) => return Ok(self.lend(frame)),
@@ -647,7 +648,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
             let Some(entry) = self.recv_source() else { return Err(RecvError::SendOnly) };
-            crate::waitset::reactor::ready(entry).await;
+            waits.next(entry).await;
         }
     }
 
@@ -659,6 +660,7 @@ impl Connection {
     /// As [`send`](Self::send).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn send_async(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         loop {
             match self.send_timeout(msg, Duration::ZERO) {
                 Err(SendError::Timeout) => {}
@@ -666,7 +668,7 @@ impl Connection {
             }
             // The send checked the direction and the length.
             let entry = self.send_source(msg.len()).map_err(|_| SendError::Corrupted)?;
-            crate::waitset::reactor::ready(entry).await;
+            waits.next(entry).await;
         }
     }
 

@@ -110,6 +110,9 @@ pub(crate) mod sealed {
 /// - **Peers' deaths**: an SPSC or pipe peer killed wakes the set at once (the kernel
 ///   wakes its role word); an MPMC queue's "no other handle left" is noticed within about
 ///   20 ms, as its own blocking calls notice it.
+/// - **Hostile memory** can make an entry look ready while its call finds nothing (a
+///   peer rewrote this end's position): `wait` then returns at once each time, so the
+///   loop around it keeps running; it never hangs or panics.
 /// - **Semaphores** wake one sleeper per `release`: when a set waits on a semaphore that
 ///   blocking `acquire`s also wait on, the release may wake one of them instead, and the
 ///   set sees the permit (if it is still there) when its 20 ms slice ends.

@@ -2,7 +2,7 @@
 //! one `futex_waitv` on every word an awaiting call registered, waking their `Waker`s.
 //!
 //! An async call first tries its operation (an item already there: done, no syscall),
-//! then spins briefly as the blocking calls do, then awaits [`ready`]: the future
+//! then spins briefly as the blocking calls do, then awaits a [`Waits::next`]: the future
 //! announces the sleep on its object exactly as a [`WaitSet`](crate::WaitSet) entry does
 //! (flag raised, word read, one heavy fence, one more look), registers the words with the
 //! waiter thread and returns `Pending`. The thread sleeps on its own wake word plus every
@@ -157,17 +157,38 @@ fn reactor() -> Arc<Reactor> {
     reactor
 }
 
-/// Waits until `source` may be ready: the await point of every async call, which then
-/// tries its operation again (readiness is a hint; the call decides).
-pub(crate) fn ready(source: Box<dyn Source>) -> Ready {
-    Ready { source: Arc::from(source), registered: None }
+/// The waits of one async call, each until its object may be ready; the call then tries
+/// its operation again (readiness is a hint; the call decides).
+///
+/// The first wait may complete at once (the object looks ready after a short spin).
+/// Every later one first yields to the executor: a call whose object looks ready while
+/// the call finds nothing (another consumer took the value, or a hostile peer wrote
+/// positions that make the look and the call disagree) then still returns `Pending`
+/// between tries, instead of looping inside one poll for good.
+pub(crate) struct Waits {
+    again: bool,
 }
 
-/// The future of [`ready`].
+impl Waits {
+    pub(crate) fn new() -> Self {
+        Self { again: false }
+    }
+
+    /// The next wait, on `source`.
+    pub(crate) fn next(&mut self, source: Box<dyn Source>) -> Ready {
+        let ready = Ready { source: Arc::from(source), registered: None, yield_first: self.again };
+        self.again = true;
+        ready
+    }
+}
+
+/// One wait of [`Waits`].
 pub(crate) struct Ready {
     source: Arc<dyn Source>,
     /// The reactor and the id of this future's registration, once registered.
     registered: Option<(Arc<Reactor>, u64)>,
+    /// Return `Pending` once (waking itself) before looking: see [`Waits`].
+    yield_first: bool,
 }
 
 impl Future for Ready {
@@ -190,6 +211,11 @@ impl Future for Ready {
                     Poll::Ready(())
                 }
             };
+        }
+        if self.yield_first {
+            self.yield_first = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let source = Arc::clone(&self.source);
         if spin_until(&mut || source.is_ready()) || source.is_ready_closely() {

@@ -725,12 +725,13 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// As [`pop`](Self::pop).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn pop_async(&self) -> Result<T, PopError> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
-            crate::waitset::reactor::ready(QueueSource::new(self, true)).await;
+            waits.next(QueueSource::new(self, true)).await;
         }
     }
 
@@ -742,13 +743,14 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// As [`push`](Self::push).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn push_async(&self, value: T) -> Result<(), PushError<T>> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         let mut value = value;
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
                 done => return done,
             }
-            crate::waitset::reactor::ready(QueueSource::new(self, false)).await;
+            waits.next(QueueSource::new(self, false)).await;
         }
     }
 

@@ -457,13 +457,14 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Producer<T> {
     /// As [`push`](Self::push).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         let mut value = value;
         loop {
             match self.try_push(value) {
                 Err(PushError::Full(v)) => value = v,
                 done => return done,
             }
-            crate::waitset::reactor::ready(Look::entry(&self.queue, false)).await;
+            waits.next(Look::entry(&self.queue, false)).await;
         }
     }
 
@@ -724,12 +725,13 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Consumer<T> {
     /// As [`pop`](Self::pop).
     #[cfg(all(feature = "async", not(loom)))]
     pub async fn pop_async(&mut self) -> Result<T, PopError> {
+        let mut waits = crate::waitset::reactor::Waits::new();
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
-            crate::waitset::reactor::ready(Look::entry(&self.queue, true)).await;
+            waits.next(Look::entry(&self.queue, true)).await;
         }
     }
 
