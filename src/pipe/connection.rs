@@ -8,6 +8,7 @@ use crate::layout::CachePadded;
 use crate::layout::ObjectKind;
 use crate::loom::{AtomicU32, Ordering, UnsafeCell};
 use crate::pipe::byte_ring::{self, ByteReader, ByteRing, ByteWriter, Frame, Reservation};
+use crate::rings::doorbell;
 use crate::rings::keeper::RoleClaim;
 use crate::rings::side::{EndSource, Side};
 use crate::rings::spsc::ring::Indices;
@@ -68,7 +69,9 @@ fn expected() -> Expected {
         element: Element {
             size: 1,
             align: align_of::<Control>() as u32,
-            type_tag: crate::layout::fnv1a(b"shmsync::Pipe/1"),
+            // /2: a sleeping end says what it waits for (messages or room) in its doorbell's
+            // flag; an end of /1 would miss the rings meant for it.
+            type_tag: crate::layout::fnv1a(b"shmsync::Pipe/2"),
         },
     }
 }
@@ -384,8 +387,9 @@ impl Connection {
 
     fn source(&self, ring: ByteRing, send_len: Option<usize>) -> Box<dyn Source> {
         let (me, peer) = self.sides();
+        let reasons = if send_len.is_some() { doorbell::ROOM } else { doorbell::MESSAGES };
         // SAFETY: the sides and the ring are in the pipe's mapping.
-        unsafe { EndSource::boxed(&self.segment, me, peer, Look { ring, send_len }) }
+        unsafe { EndSource::boxed(&self.segment, me, peer, Look { ring, send_len }, reasons) }
     }
 
     /// The largest message [`send`](Self::send) takes (at least half the capacity asked
@@ -464,7 +468,7 @@ impl Connection {
             }
         }
         if dropped > 0 {
-            peer.wake();
+            peer.wake_for(doorbell::ROOM);
         }
         Ok(dropped)
     }
@@ -586,7 +590,7 @@ impl Connection {
         let Some(writer) = self.writer.as_mut() else { unreachable!("reserve checked") };
         fill(writer.payload(&reservation));
         writer.commit(reservation).map_err(|_| SendError::Corrupted)?;
-        peer.wake();
+        peer.wake_for(doorbell::MESSAGES);
         Ok(())
     }
 
@@ -613,7 +617,7 @@ impl Connection {
                 }
             },
             |writer| writer.has_room(len),
-            |deadline, room| me.sleep(peer, deadline, room),
+            |deadline, room| me.sleep_for(doorbell::ROOM, peer, deadline, room),
         )
         .unwrap_or(Err(SendError::Timeout))
     }
@@ -776,7 +780,7 @@ impl Connection {
                 Ok(None) => None,
             },
             |reader| reader.ready(),
-            |deadline, ready| me.sleep(peer, deadline, ready),
+            |deadline, ready| me.sleep_for(doorbell::MESSAGES, peer, deadline, ready),
         )
         .unwrap_or(Err(RecvError::Timeout))
     }
@@ -795,7 +799,7 @@ impl Connection {
         if let Some(reader) = self.reader.as_mut() {
             reader.release(frame);
             self.partial = 0;
-            peer.wake();
+            peer.wake_for(doorbell::ROOM);
         }
     }
 }
@@ -937,11 +941,11 @@ impl io::Write for Connection {
                 }
             },
             |writer| writer.has_room(1),
-            |deadline, room| me.sleep(peer, deadline, room),
+            |deadline, room| me.sleep_for(doorbell::ROOM, peer, deadline, room),
         );
         match written {
             Some(Ok(n)) => {
-                peer.wake();
+                peer.wake_for(doorbell::MESSAGES);
                 Ok(n)
             }
             Some(Err(SendError::Disconnected)) => {

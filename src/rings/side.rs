@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::loom::{AtomicU32, Ordering};
 use crate::raw::RawLock;
-use crate::rings::doorbell::{Doorbell, Sleepers};
+use crate::rings::doorbell::{self, Doorbell, Sleepers};
 use crate::rings::keeper::{self, ClaimError, RoleClaim};
 use crate::wake::fence;
 use crate::wake::futex::{self, Deadline};
@@ -116,12 +116,32 @@ impl Side {
         self.bell.ring(fence::light);
     }
 
+    /// As [`wake`](Self::wake), only if this end sleeps for one of `reasons`
+    /// ([`doorbell::MESSAGES`](crate::rings::doorbell::MESSAGES), `ROOM`): what a pipe end
+    /// uses, since it both sends and receives.
+    #[inline]
+    pub(crate) fn wake_for(&self, reasons: u32) {
+        self.bell.ring_for(reasons, fence::light);
+    }
+
     /// Sleeps on this end's doorbell and on `other`'s role word until woken, `other`
     /// leaves or dies, `deadline` or a safety slice passes, unless `ready()` turns true
     /// after announcing the sleep: the heavy half of the hand-off. Callers loop.
     pub(crate) fn sleep(&self, other: &Side, deadline: &Deadline, ready: &mut dyn FnMut() -> bool) {
+        self.sleep_for(doorbell::ANY, other, deadline, ready);
+    }
+
+    /// As [`sleep`](Self::sleep), woken only by rings for one of `reasons` (and by the
+    /// other end's death).
+    pub(crate) fn sleep_for(
+        &self,
+        reasons: u32,
+        other: &Side,
+        deadline: &Deadline,
+        ready: &mut dyn FnMut() -> bool,
+    ) {
         let ready = &mut || ready() || other.gone();
-        let Some(seen) = self.bell.prepare(Sleepers::One, fence::heavy, ready) else {
+        let Some(seen) = self.bell.prepare_for(reasons, Sleepers::One, fence::heavy, ready) else {
             return;
         };
         // Ask to be woken when the other end's role is released or its holder dies too.
@@ -147,6 +167,8 @@ pub(crate) struct EndSource<L> {
     peer: std::ptr::NonNull<Side>,
     /// Where it looks, inside the same mapping.
     look: L,
+    /// What it waits for (`doorbell::MESSAGES`, `ROOM`, or `ANY` for a queue's side).
+    reasons: u32,
 }
 
 // SAFETY: the sides and what `look` reads lead into the mapping that `_segment` keeps
@@ -166,12 +188,14 @@ impl<L: Look> EndSource<L> {
         me: &Side,
         peer: &Side,
         look: L,
+        reasons: u32,
     ) -> Box<dyn crate::wake::many::Source> {
         Box::new(Self {
             _segment: std::sync::Arc::clone(segment),
             me: std::ptr::NonNull::from(me),
             peer: std::ptr::NonNull::from(peer),
             look,
+            reasons,
         })
     }
 
@@ -191,7 +215,7 @@ impl<L: Look> crate::wake::many::Source for EndSource<L> {
     /// released or its holder dies: the first half of [`Side::sleep`].
     fn announce(&self) -> crate::wake::many::Announced<'_> {
         let (me, peer) = self.sides();
-        let seen = me.bell.announce();
+        let seen = me.bell.announce_for(self.reasons);
         crate::wake::many::Announced {
             wake: (me.bell.word(), seen),
             death: Some(peer.role.announce_waiter()),

@@ -9,6 +9,7 @@ use crate::layout::ObjectKind;
 use crate::loom::UnsafeCell;
 use crate::loom::{AtomicU64, Ordering};
 use crate::rings::RingLayout;
+use crate::rings::doorbell;
 use crate::rings::keeper::RoleClaim;
 use crate::rings::side::{EndSource, Side};
 use crate::rings::spsc::ring::{Indices, PopFailure, PushFailure, Reader, RingMemory, Writer};
@@ -125,7 +126,7 @@ impl Look {
             other_seen: AtomicU64::new(0),
         };
         // SAFETY: the sides and the positions are in the queue's mapping.
-        unsafe { EndSource::boxed(&queue.segment, me, peer, look) }
+        unsafe { EndSource::boxed(&queue.segment, me, peer, look, doorbell::ANY) }
     }
 }
 
