@@ -229,13 +229,11 @@ impl RawLock {
     /// Asks to be woken when the lock is released or its holder dies, for a sleeper that
     /// waits on this word together with others (`futex_waitv`): raises `WAITERS`, which
     /// the holder's unlock and the kernel's death handling both honour. Returns the word
-    /// and the value to sleep on; if the word changed meanwhile, that value is stale and
-    /// the sleep returns at once, so the caller looks again.
+    /// and the flagged value to sleep on (raised again if the word changed meanwhile: a
+    /// value without the flag would leave the sleeper to its safety slice).
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn announce_waiter(&self) -> (&AtomicU32, u32) {
-        let current = self.word.load(Ordering::Relaxed);
-        let expected = futex::raise(&self.word, current, FUTEX_WAITERS).unwrap_or_else(|now| now);
-        (&self.word, expected)
+        (&self.word, futex::raise_now(&self.word, FUTEX_WAITERS))
     }
 
     /// Whether the last owner died holding the lock and nobody has taken it since (the

@@ -193,9 +193,9 @@ pub(crate) fn raise(word: &AtomicU32, current: u32, flag: u32) -> Result<u32, u3
 }
 
 /// Raises `flag` in `word` whatever it holds, and returns the flagged value: the announce
-/// of a sleeper that re-checks its condition afterwards (a wait set on an event or a
-/// semaphore).
-#[cfg(not(loom))]
+/// of a sleeper that re-checks its condition afterwards (a wait set on an event, a
+/// semaphore or a lock; a side on its peer's role word).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn raise_now(word: &AtomicU32, flag: u32) -> u32 {
     let mut current = word.load(crate::loom::Ordering::Acquire);
     loop {
