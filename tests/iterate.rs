@@ -69,7 +69,24 @@ fn an_mpmc_queue_iterates_until_every_other_handle_is_gone() {
             )
         })
         .collect();
-    let got: Vec<u64> = bounded(move || (&q).into_iter().collect());
+    // The iteration ends when no other handle is left, so a second producer that is slow
+    // to start could find the queue already ended. A clone held until a value from each
+    // producer has arrived keeps it open until both have attached.
+    let got: Vec<u64> = bounded(move || {
+        let mut until_both_attached = Some(q.clone());
+        let mut got = Vec::new();
+        for v in &q {
+            got.push(v);
+            if until_both_attached.is_some()
+                && got.iter().any(|&v| v < 1_000_000)
+                && got.iter().any(|&v| v >= 1_000_000)
+            {
+                until_both_attached = None;
+            }
+        }
+        drop(until_both_attached);
+        got
+    });
     assert_eq!(got.len() as u64, 2 * N);
     for base in [0, 1_000_000] {
         let mine: Vec<u64> =
