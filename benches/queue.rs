@@ -276,6 +276,25 @@ fn mpmc_producer() -> Side {
     })
 }
 
+/// Pushes `0..iters` in slices of [`BATCH`] (`push_slice`).
+fn mpmc_batch_producer() -> Side {
+    let q = mpmc::Queue::<u64>::open(&env("QUEUE")).unwrap();
+    Box::new(move |iters, ready| {
+        ready();
+        let mut values = [0u64; BATCH];
+        let mut next = 0;
+        while next < iters {
+            let n = (iters - next).min(BATCH as u64) as usize;
+            fill_counting(&mut values[..n], next);
+            q.push_slice(&values[..n]).unwrap();
+            next += n as u64;
+        }
+    })
+}
+
+/// The batch size of the MPMC batch benchmark.
+const BATCH: usize = 64;
+
 fn mpmc_1p1c(c: &mut Criterion) {
     let mut group = c.benchmark_group("mpmc_1p1c_u64");
     group.throughput(Throughput::Elements(1)).measurement_time(Duration::from_secs(4));
@@ -294,6 +313,57 @@ fn mpmc_1p1c(c: &mut Criterion) {
     drop(peer);
     drop(q);
     mpmc::Queue::<u64>::unlink(&q_name).unwrap();
+
+    // Batches of 64 each way: `push_slice` in the peer, `pop_into` here.
+    let q_name = name("mpmc-batch");
+    let q = mpmc::Queue::<u64>::create(&q_name, CAPACITY).unwrap();
+    let mut peer = Peer::start("mpmc-batch", &[("QUEUE", q_name.clone())]);
+    group.bench_function("shmsync_mpmc_batch64", |b| {
+        b.iter_custom(|iters| {
+            peer.batch(iters, |n| {
+                let mut buf = [0u64; BATCH];
+                let mut next = 0;
+                while next < n {
+                    let got = q.pop_into(&mut buf).unwrap();
+                    assert!(is_counting(&buf[..got], next));
+                    next += got as u64;
+                }
+            })
+        })
+    });
+    drop(peer);
+    drop(q);
+    mpmc::Queue::<u64>::unlink(&q_name).unwrap();
+
+    // crossbeam's ArrayQueue, one producer thread and one consumer thread.
+    group.bench_function("crossbeam_array_queue_threads", |b| {
+        b.iter_custom(|iters| {
+            let q = crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                let q = &q;
+                s.spawn(move || {
+                    for i in 0..iters {
+                        let mut v = i;
+                        while let Err(back) = q.push(v) {
+                            v = back;
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+                for i in 0..iters {
+                    loop {
+                        if let Some(v) = q.pop() {
+                            assert_eq!(v, i);
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            start.elapsed()
+        })
+    });
 
     let s_name = name("mpmc-vs-spsc");
     let mut rx = spsc::Consumer::<u64>::create(&s_name, CAPACITY).unwrap();
@@ -480,6 +550,7 @@ const ROLES: &[(&str, Role)] = &[
     ("spsc-chunked", chunked_producer),
     ("pipe-u64", pipe_producer),
     ("mpmc-u64", mpmc_producer),
+    ("mpmc-batch", mpmc_batch_producer),
     ("mpmc-2p", mpmc_two_producers),
     ("pop-waker", pop_waker),
     ("futex-waker", futex_waker),

@@ -484,10 +484,20 @@ pub enum PushError<T> {
 }
 
 impl<T> PushError<T> {
-    /// The value that was not enqueued.
+    /// The value that was not enqueued (for a slice push: how many values were).
     pub fn into_inner(self) -> T {
         match self {
             Self::Full(v) | Self::Disconnected(v) | Self::Timeout(v) | Self::Corrupted(v) => v,
+        }
+    }
+
+    /// The same error with `f` applied to the value inside.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> PushError<U> {
+        match self {
+            Self::Full(v) => PushError::Full(f(v)),
+            Self::Disconnected(v) => PushError::Disconnected(f(v)),
+            Self::Timeout(v) => PushError::Timeout(f(v)),
+            Self::Corrupted(v) => PushError::Corrupted(f(v)),
         }
     }
 }

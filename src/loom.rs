@@ -13,7 +13,7 @@
 
 #[cfg(loom)]
 #[allow(unused_imports)]
-pub(crate) use ::loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use ::loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(loom)]
 #[allow(unused_imports)] // used by the loom models
 pub(crate) use ::loom::thread;
@@ -98,6 +98,8 @@ macro_rules! atomic_wrapper {
     };
 }
 
+#[cfg(not(loom))]
+atomic_wrapper!(AtomicU8, u8);
 #[cfg(not(loom))]
 atomic_wrapper!(AtomicU32, u32);
 #[cfg(not(loom))]

@@ -419,3 +419,237 @@ fn a_producer_left_alone_before_any_consumer_came_waits_instead_of_failing() {
     assert_eq!(q.try_push(3), Err(PushError::Disconnected(3)), "a popper came and went");
     mpmc::Queue::<u64>::unlink(&name).unwrap();
 }
+
+/// Batches in one process: prefixes as room allows, `Full(0)` and `Empty` at the edges, a
+/// lap of wrap-around, slices longer than the ring, and the timeouts.
+#[test]
+fn batches_take_what_fits_and_keep_the_order() {
+    let name = unique_name("batch-basic");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u32>::create(&name, 8).unwrap();
+    assert_eq!(q.try_push_slice(&[]), Ok(0));
+    assert_eq!(q.try_pop_into(&mut []), Ok(0));
+    let mut buf = [0u32; 16];
+    assert_eq!(q.try_pop_into(&mut buf), Err(PopError::Empty));
+    assert_eq!(q.try_push_slice(&[1, 2, 3]), Ok(3));
+    assert_eq!(q.try_push_slice(&(4..20).collect::<Vec<_>>()), Ok(5), "room for five more");
+    assert_eq!(q.try_push_slice(&[9]), Err(PushError::Full(0)));
+    assert_eq!(q.try_pop_into(&mut buf[..2]), Ok(2));
+    assert_eq!(buf[..2], [1, 2]);
+    // Wraps around the end of the ring.
+    assert_eq!(q.try_push_slice(&[9, 10, 11]), Ok(2));
+    assert_eq!(q.try_pop_into(&mut buf), Ok(8));
+    assert_eq!(buf[..8], [3, 4, 5, 6, 7, 8, 9, 10]);
+    // Singles and batches interleave.
+    q.try_push(1).unwrap();
+    assert_eq!(q.try_push_slice(&[2, 3]), Ok(2));
+    assert_eq!(q.try_pop(), Ok(1));
+    assert_eq!(q.try_pop_into(&mut buf), Ok(2));
+    assert_eq!(buf[..2], [2, 3]);
+    // Timeouts: never early, and they say how much went through.
+    let start = Instant::now();
+    let e = q.push_slice_timeout(&(0..12).collect::<Vec<_>>(), Duration::from_millis(30));
+    assert_eq!(e, Err(PushError::Timeout(8)), "eight fitted");
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    assert_eq!(q.try_pop_into(&mut buf), Ok(8));
+    assert_eq!(buf[..8], [0, 1, 2, 3, 4, 5, 6, 7]);
+    let start = Instant::now();
+    assert_eq!(q.pop_into_timeout(&mut buf, Duration::from_millis(30)), Err(PopError::Timeout));
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    // A slice longer than the ring goes through a consumer thread, in order.
+    let values: Vec<u32> = (0..1000).collect();
+    let got = std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut got = Vec::new();
+            let mut buf = [0u32; 7];
+            while got.len() < 1000 {
+                let n = q.pop_into_timeout(&mut buf, LIMIT).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        q.push_slice_timeout(&values, LIMIT).unwrap();
+        consumer.join().unwrap()
+    });
+    assert_eq!(got, values);
+    mpmc::Queue::<u32>::unlink(&name).unwrap();
+}
+
+const BATCH_VALUES: u64 = 100_000;
+
+/// Two producer processes push in batches of varying size, the parent and a consumer
+/// process pop in batches: every value exactly once, each producer's in order.
+#[test]
+fn batches_across_processes_deliver_each_value_exactly_once_in_order() {
+    let test = "batches_across_processes_deliver_each_value_exactly_once_in_order";
+    match role().as_deref() {
+        Some("producer") => {
+            let q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
+            let id: u64 = arg("ID").parse().unwrap();
+            report("opened");
+            wait_for_parent(LIMIT);
+            let values: Vec<u64> = (0..BATCH_VALUES).map(|i| id << 32 | i).collect();
+            let mut at = 0;
+            let mut size = 1;
+            while at < values.len() {
+                let end = (at + size).min(values.len());
+                q.push_slice_timeout(&values[at..end], LIMIT).unwrap();
+                at = end;
+                size = size % 100 + 7; // 1, 8, 15, ... 99, 6, 13, ...
+            }
+            report("pushed");
+            wait_for_parent(LIMIT);
+            return;
+        }
+        Some("consumer") => {
+            let q = mpmc::Queue::<u64>::open(&arg("QUEUE")).unwrap();
+            let out = mpmc::Queue::<u64>::open(&arg("OUT")).unwrap();
+            report("opened");
+            wait_for_parent(LIMIT);
+            let mut buf = [0u64; 64];
+            loop {
+                match q.pop_into_timeout(&mut buf, Duration::from_millis(300)) {
+                    Ok(n) => out.push_slice_timeout(&buf[..n], LIMIT).unwrap(),
+                    Err(PopError::Timeout) => break,
+                    Err(e) => panic!("consumer: {e}"),
+                }
+            }
+            return;
+        }
+        _ => {}
+    }
+    let (name, out_name) = (unique_name("batch-x"), unique_name("batch-out"));
+    let _cleanup = (Remove::shm(&name), Remove::shm(&out_name));
+    let q = mpmc::Queue::<u64>::create(&name, 256).unwrap();
+    let out = mpmc::Queue::<u64>::create(&out_name, 4096).unwrap();
+    let mut kids = vec![
+        spawn(test, "producer", &[("QUEUE", &name), ("ID", "0")]),
+        spawn(test, "producer", &[("QUEUE", &name), ("ID", "1")]),
+        spawn(test, "consumer", &[("QUEUE", &name), ("OUT", &out_name)]),
+    ];
+    for k in &mut kids {
+        k.expect("opened", LIMIT);
+    }
+    for k in &mut kids {
+        k.release();
+    }
+    // This process pops from both the queue and what the consumer process forwards.
+    let mut last = [None::<u64>; 2];
+    let mut seen = vec![false; 2 * BATCH_VALUES as usize];
+    let mut count = 0;
+    let mut buf = [0u64; 37];
+    let mut record = |v: &[u64], check_order: bool, last: &mut [Option<u64>; 2]| -> u64 {
+        for &v in v {
+            let (p, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+            assert!(p < 2 && i < BATCH_VALUES, "garbage {v:#x}");
+            if check_order {
+                assert!(last[p].is_none_or(|l| l < i), "producer {p}'s order broken at {i}");
+                last[p] = Some(i);
+            }
+            let bit = p * BATCH_VALUES as usize + i as usize;
+            assert!(!seen[bit], "value {v:#x} delivered twice");
+            seen[bit] = true;
+        }
+        v.len() as u64
+    };
+    let deadline = Instant::now() + LIMIT;
+    while count < 2 * BATCH_VALUES {
+        assert!(Instant::now() < deadline, "stalled at {count}");
+        if let Ok(n) = q.try_pop_into(&mut buf) {
+            count += record(&buf[..n], true, &mut last);
+        }
+        // The consumer process's share, in its own order of popping.
+        let mut fwd_last = [None; 2];
+        if let Ok(n) = out.try_pop_into(&mut buf) {
+            count += record(&buf[..n], false, &mut fwd_last);
+        }
+    }
+    for k in &mut kids[..2] {
+        k.expect("pushed", LIMIT);
+        k.release();
+    }
+    for k in kids {
+        k.wait_success(LIMIT);
+    }
+    assert_eq!(out.try_pop(), Err(PopError::Disconnected), "nothing extra forwarded");
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+/// The bytes of a member's claim lengths (one per lane), after its lock word.
+fn lengths(member: usize) -> usize {
+    Forge::MEMBERS + 128 * member + 40
+}
+
+/// A producer killed part-way through a batch: it claimed positions 1..4 (`tail` 4, its
+/// lane marking 1 with length 3), published position 1 and died. Consumers get that value
+/// and step over the two holes to the values behind them. Without the claim length (a
+/// lane marking only its first position) the second hole stranded everything behind it.
+#[test]
+fn holes_left_by_a_producer_killed_mid_batch_are_stepped_over() {
+    if member_roles() {
+        return;
+    }
+    let name = unique_name("batch-holes");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u64>::create(&name, 8).unwrap();
+    q.try_push(1).unwrap();
+    assert_eq!(q.try_pop(), Ok(1)); // head = tail = 1
+    let test = "holes_left_by_a_producer_killed_mid_batch_are_stepped_over";
+    let mut live = spawn(test, "producer", &[("QUEUE", &name)]);
+    live.expect("opened", LIMIT);
+    dead_member(test, &name);
+    let forge = Forge::open(&name);
+    let dead = forge.dead_member();
+    forge.set(Forge::stamp(1) + 8, 77); // position 1's value, published
+    forge.set(Forge::stamp(1), 2);
+    forge.set(Forge::TAIL, 4);
+    forge.set(lengths(dead), 3);
+    forge.set(Forge::lane(dead, 0), 2);
+
+    live.release();
+    live.expect("pushed", LIMIT); // 99 at position 4
+    let start = Instant::now();
+    let mut buf = [0u64; 8];
+    assert_eq!(q.pop_into_timeout(&mut buf, Duration::from_secs(5)), Ok(1));
+    assert_eq!(buf[0], 77, "the published part of the batch arrives");
+    assert_eq!(q.pop_timeout(Duration::from_secs(5)), Ok(99), "stranded behind the holes");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(forge.word(Forge::lane(dead, 0)).load(Ordering::SeqCst), 0, "marker cleared");
+    assert_eq!(q.try_pop(), Err(PopError::Empty));
+    live.release();
+    live.wait_success(LIMIT);
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}
+
+/// A consumer killed part-way through a batch: it claimed positions 0..3 (`head` 3),
+/// released slot 0 and died. One lap later producers release slots 1 and 2 (their values
+/// are the ones lost) instead of finding the queue full for ever at slot 1.
+#[test]
+fn slots_left_by_a_consumer_killed_mid_batch_are_released_one_lap_later() {
+    if member_roles() {
+        return;
+    }
+    let name = unique_name("batch-jam");
+    let _cleanup = Remove::shm(&name);
+    let q = mpmc::Queue::<u64>::create(&name, 8).unwrap();
+    assert_eq!(q.try_push_slice(&(0..8).collect::<Vec<_>>()), Ok(8));
+    let test = "slots_left_by_a_consumer_killed_mid_batch_are_released_one_lap_later";
+    dead_member(test, &name);
+    let forge = Forge::open(&name);
+    let dead = forge.dead_member();
+    forge.set(0, 3); // head
+    forge.set(Forge::stamp(0), 8); // slot 0 released for position 8
+    forge.set(lengths(dead), 3 << 16); // lane 2's length: 3
+    forge.set(Forge::lane(dead, 2), 1 | Forge::CONSUMING);
+    let mut buf = [0u64; 8];
+    assert_eq!(q.try_pop_into(&mut buf), Ok(5));
+    assert_eq!(buf[..5], [3, 4, 5, 6, 7]);
+    let start = Instant::now();
+    let values: Vec<u64> = (8..16).collect();
+    assert_eq!(q.push_slice_timeout(&values, Duration::from_secs(5)), Ok(()), "jammed");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(q.try_pop_into(&mut buf), Ok(8));
+    assert_eq!(buf, [8, 9, 10, 11, 12, 13, 14, 15], "0, 1 and 2 are the ones lost");
+    assert_eq!(forge.word(Forge::lane(dead, 2)).load(Ordering::SeqCst), 0, "marker cleared");
+    mpmc::Queue::<u64>::unlink(&name).unwrap();
+}

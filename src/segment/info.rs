@@ -100,7 +100,8 @@ impl SegmentInfo {
 
     /// The element type's tag as the header records it (see
     /// [`ShmSafe::type_tag`](crate::ShmSafe::type_tag)): two programs' types match when
-    /// their tags do.
+    /// their tags do. An MPMC queue records it mixed (XOR) with its protocol revision, and
+    /// a pipe records a constant.
     pub fn type_tag(&self) -> u64 {
         self.type_tag
     }

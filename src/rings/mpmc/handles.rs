@@ -7,18 +7,22 @@ use crate::ShmSafe;
 use crate::error::{OpenError, PopError, PushError};
 use crate::layout::CachePadded;
 use crate::layout::ObjectKind;
-use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::loom::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use crate::raw::RawLock;
 use crate::rings::RingLayout;
 use crate::rings::doorbell::{Doorbell, Sleepers};
 use crate::rings::keeper::{self, ClaimError, RoleClaim};
-use crate::rings::mpmc::ring::{PopFailure, Positions, PushFailure, Ring, Slot};
+use crate::rings::mpmc::ring::{MAX_RANGE, PopFailure, Positions, PushFailure, Ring, Slot};
 use crate::rings::wait::wait_loop;
 use crate::segment::constructors::constructors;
 use crate::segment::{Element, Expected, Segment, SegmentInfo};
 use crate::wake::fence;
 use crate::wake::futex::Wait;
 use crate::wake::many::{Announced, Source};
+
+/// Mixed into the header's type tag, so that a build whose queue protocol differs
+/// refuses the segment (`LayoutMismatch`) instead of misreading its lanes.
+const PROTOCOL: u64 = crate::layout::fnv1a(b"shmsync::mpmc/2");
 
 /// Processes that can have the queue open at once.
 const MEMBERS: usize = 64;
@@ -36,13 +40,61 @@ const CONSUMING: u64 = 1 << 63;
 #[repr(C)]
 struct Member {
     lock: RawLock,
-    _reserved0: u64,
-    /// Per thread: `pos + 1` while claiming or filling position `pos` as a producer,
-    /// `(pos + 1) | CONSUMING` while claiming or emptying its slot as a consumer, else 0.
-    /// If the member dies with a lane set, the others know that claim will never be
-    /// finished.
+    /// Per lane: how many positions its claim covers; 0 (and 1) mean one. Only range
+    /// claims write it, before the lane, and reset it to 0 after clearing the lane, so a
+    /// single claim costs no extra store. Release stores, Acquire loads: a reader that sees
+    /// a length sees everything its writer did before (claims finished, lanes cleared).
+    lengths: [AtomicU8; LANES],
+    /// Per thread: `pos + 1` while claiming or filling positions `pos..pos + length` as a
+    /// producer, `(pos + 1) | CONSUMING` while claiming or emptying their slots as a
+    /// consumer, else 0. If the member dies with a lane set, the others know that claim
+    /// will never be finished.
     lanes: [AtomicU64; LANES],
     _reserved: [u64; 2],
+}
+
+/// A claim one lane records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Claim {
+    start: u64,
+    len: u64,
+    consuming: bool,
+}
+
+impl Claim {
+    fn covers(&self, pos: u64, consuming: bool) -> bool {
+        self.consuming == consuming && pos.wrapping_sub(self.start) < self.len
+    }
+}
+
+impl Member {
+    /// Records this thread's claim of `len` positions from `start` in lane `k`.
+    #[inline]
+    fn mark(&self, k: usize, start: u64, len: u64, consuming: bool) {
+        debug_assert!((1..=MAX_RANGE).contains(&len));
+        if len != 1 {
+            self.lengths[k].store(len as u8, Ordering::Release);
+        }
+        let marker = start.wrapping_add(1) | if consuming { CONSUMING } else { 0 };
+        // Release: whoever reads the marker (Acquire) reads its length.
+        self.lanes[k].store(marker, Ordering::Release);
+    }
+
+    /// The claim lane `k` records, if any.
+    fn claim(&self, k: usize) -> Option<Claim> {
+        // Acquire pairs with the Release in `mark`: the length read next is this claim's.
+        let marker = self.lanes[k].load(Ordering::Acquire);
+        (marker != 0).then(|| Claim {
+            start: (marker & !CONSUMING).wrapping_sub(1),
+            len: u64::from(self.lengths[k].load(Ordering::Acquire).max(1)),
+            consuming: marker & CONSUMING != 0,
+        })
+    }
+
+    /// Whether some lane's claim covers position `pos` (a consumer's, or a producer's).
+    fn covers(&self, pos: u64, consuming: bool) -> bool {
+        (0..LANES).any(|k| self.claim(k).is_some_and(|c| c.covers(pos, consuming)))
+    }
 }
 
 /// The segment payload before the slots.
@@ -64,6 +116,7 @@ struct Control {
 #[cfg(not(loom))]
 const _: () = {
     assert!(size_of::<Member>() == 128);
+    assert!(std::mem::offset_of!(Member, lengths) == 40);
     assert!(std::mem::offset_of!(Member, lanes) == 48);
     assert!(std::mem::offset_of!(Control, members) == 640);
     assert!(size_of::<Control>() == 256 + 256 + 128 + 64 * 128);
@@ -174,7 +227,10 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             element: Element {
                 size: size_of::<T>() as u64,
                 align: align_of::<Slot<T>>().max(align_of::<Control>()) as u32,
-                type_tag: <T as ShmSafe>::type_tag(),
+                // The element's tag mixed with the queue's protocol revision: /2 records a
+                // claim's length beside its lane (batches), which /1 would not read when it
+                // finishes a dead member's claim.
+                type_tag: <T as ShmSafe>::type_tag() ^ PROTOCOL,
             },
         }
     }
@@ -327,6 +383,11 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
                     // A dead predecessor's unfinished claim must stay marked until the
                     // others finish it: leave such a member alone for now.
                     if Self::forget_finished(&ring, member) {
+                        // A predecessor killed between clearing a lane and resetting its
+                        // length leaves the length behind: single claims do not write it.
+                        for length in &member.lengths {
+                            length.store(0, Ordering::Release);
+                        }
                         claimed = Some((i, claim));
                         break;
                     }
@@ -365,24 +426,23 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// returns whether all are clear, so that the member can be used.
     fn forget_finished(ring: &Ring<T>, member: &Member) -> bool {
         let mut clear = true;
-        for lane in &member.lanes {
-            let marker = lane.load(Ordering::Acquire);
-            if marker == 0 {
-                continue;
-            }
-            if Self::still_owed(ring, marker) {
+        for k in 0..LANES {
+            let Some(claim) = member.claim(k) else { continue };
+            if Self::still_owed(ring, claim) {
                 clear = false;
             } else {
-                lane.store(0, Ordering::Relaxed);
+                member.lanes[k].store(0, Ordering::Relaxed);
             }
         }
         clear
     }
 
-    /// Whether the claim a lane marks is still unfinished.
-    fn still_owed(ring: &Ring<T>, marker: u64) -> bool {
-        let pos = (marker & !CONSUMING).wrapping_sub(1);
-        if marker & CONSUMING != 0 { ring.is_unreleased(pos) } else { ring.is_unpublished(pos) }
+    /// Whether some position of the claim a lane marks is still unfinished.
+    fn still_owed(ring: &Ring<T>, claim: Claim) -> bool {
+        (0..claim.len).any(|k| {
+            let pos = claim.start.wrapping_add(k);
+            if claim.consuming { ring.is_unreleased(pos) } else { ring.is_unpublished(pos) }
+        })
     }
 
     #[inline]
@@ -391,10 +451,10 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         unsafe { self.inner.control.as_ref() }
     }
 
-    /// This thread's lane in this process's member.
+    /// This process's member.
     #[inline]
-    fn lane(&self) -> &AtomicU64 {
-        &self.control().members[self.inner.member].lanes[lane::index()]
+    fn member(&self) -> &Member {
+        &self.control().members[self.inner.member]
     }
 
     /// Whether no other handle is alive (in this process or another) and some other
@@ -422,13 +482,15 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         self.inner.announced.fetch_or(what, Ordering::Relaxed);
     }
 
-    /// Whether only members that are dead mark `marker` in a lane (so the claim will never
-    /// be finished by its owner).
-    fn only_dead_mark(&self, marker: u64) -> bool {
+    /// Whether only members that are dead have a claim covering position `pos` (a
+    /// consumer's claim if `consuming`) in a lane, so that it will never be finished by
+    /// its owner. A dead member's stale claim may cover positions that a live member
+    /// claimed after all; the live member's own lane then says so.
+    fn only_dead_cover(&self, pos: u64, consuming: bool) -> bool {
         let (mut dead, mut live) = (false, false);
         for m in &self.control().members {
-            // Acquire pairs with the marking member's Release claim.
-            if m.lanes.iter().any(|l| l.load(Ordering::Acquire) == marker) {
+            // The lanes' Acquire pairs with the marking member's Release claim.
+            if m.covers(pos, consuming) {
                 if m.lock.is_held_acquire() {
                     live = true;
                 } else {
@@ -439,12 +501,24 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         dead && !live
     }
 
-    /// Clears `marker` from the lanes of dead members, once its claim is finished.
-    fn forget_dead_marks(&self, marker: u64) {
+    /// Clears the lanes of dead members that cover `pos`, once every position of their
+    /// claims is finished.
+    fn forget_dead_marks(&self, pos: u64, consuming: bool) {
         for m in &self.control().members {
-            if !m.lock.is_held_acquire() {
-                for l in &m.lanes {
-                    let _ = l.compare_exchange(marker, 0, Ordering::Relaxed, Ordering::Relaxed);
+            if m.lock.is_held_acquire() {
+                continue;
+            }
+            for k in 0..LANES {
+                let Some(claim) = m.claim(k) else { continue };
+                if claim.covers(pos, consuming) && !Self::still_owed(&self.inner.ring, claim) {
+                    let marker =
+                        claim.start.wrapping_add(1) | if consuming { CONSUMING } else { 0 };
+                    let _ = m.lanes[k].compare_exchange(
+                        marker,
+                        0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }
@@ -461,7 +535,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
         match self.push_once(value) {
             Ok(()) => Ok(()),
-            Err(PushFailure::Full(v)) => self.full(v),
+            Err(PushFailure::Full(v)) => self.full(v, |v| self.push_once(v)),
             Err(PushFailure::Corrupted(v)) => Err(PushError::Corrupted(v)),
         }
     }
@@ -469,33 +543,27 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// One attempt to push, with this thread's claim marked in its lane meanwhile.
     #[inline]
     fn push_once(&self, value: T) -> Result<(), PushFailure<T>> {
-        let lane = self.lane();
-        let pushed = self
-            .inner
-            .ring
-            .try_push_marked(value, |pos| lane.store(pos.wrapping_add(1), Ordering::Relaxed));
-        // Published (or never claimed): nothing of ours can be left half-done.
-        lane.store(0, Ordering::Release);
-        if pushed.is_ok() {
-            if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
-                self.announce(PUSHED);
-            }
-            self.control().not_empty.ring(fence::light);
-        }
+        let (member, k) = (self.member(), lane::index());
+        let pushed = self.inner.ring.try_push_marked(value, |pos| member.mark(k, pos, 1, false));
+        self.after_push(&member.lanes[k], pushed.is_ok());
         pushed
     }
 
     /// The queue looked full: release slots of dead consumers if that is what blocks it
-    /// (each release frees one slot, and there are at most as many as lanes), else report
-    /// `Full` or `Disconnected`.
+    /// (each release frees one slot, and `push` tries again after each), else report
+    /// `Full` or `Disconnected`. `value` is what `push` hands back on failure.
     #[cold]
-    fn full(&self, mut value: T) -> Result<(), PushError<T>> {
-        for _ in 0..MEMBERS * LANES {
+    fn full<V, R>(
+        &self,
+        mut value: V,
+        mut push: impl FnMut(V) -> Result<R, PushFailure<V>>,
+    ) -> Result<R, PushError<V>> {
+        for _ in 0..MEMBERS * LANES * MAX_RANGE as usize {
             if !self.release_dead_pop() {
                 break;
             }
-            match self.push_once(value) {
-                Ok(()) => return Ok(()),
+            match push(value) {
+                Ok(done) => return Ok(done),
                 Err(PushFailure::Full(v)) => value = v,
                 Err(PushFailure::Corrupted(v)) => return Err(PushError::Corrupted(v)),
             }
@@ -512,11 +580,10 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// lost. Returns whether it did.
     fn release_dead_pop(&self) -> bool {
         let Some(pos) = self.inner.ring.unreleased_at_tail() else { return false };
-        let marker = pos.wrapping_add(1) | CONSUMING;
-        if !self.only_dead_mark(marker) || !self.inner.ring.release_abandoned(pos) {
+        if !self.only_dead_cover(pos, true) || !self.inner.ring.release_abandoned(pos) {
             return false;
         }
-        self.forget_dead_marks(marker);
+        self.forget_dead_marks(pos, true);
         true
     }
 
@@ -524,11 +591,10 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// no live member is working on it), steps over it. Returns whether it did.
     fn step_over_dead_claim(&self) -> bool {
         let Some(pos) = self.inner.ring.unpublished_head() else { return false };
-        let marker = pos.wrapping_add(1);
-        if !self.only_dead_mark(marker) || !self.inner.ring.skip_abandoned(pos) {
+        if !self.only_dead_cover(pos, false) || !self.inner.ring.skip_abandoned(pos) {
             return false;
         }
-        self.forget_dead_marks(marker);
+        self.forget_dead_marks(pos, false);
         true
     }
 
@@ -568,19 +634,26 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     #[inline]
     fn push_waiting(&self, value: T, wait: Wait) -> Result<(), PushError<T>> {
         match self.try_push(value) {
-            Err(PushError::Full(value)) => self.push_until(value, wait),
+            Err(PushError::Full(value)) => self.push_until(value, wait, |q, v| q.try_push(v)),
             done => done,
         }
     }
 
+    /// Waits for room (as `wait` says) and pushes with `push`; `value` is what it hands
+    /// back when full.
     #[inline(never)]
-    fn push_until(&self, value: T, wait: Wait) -> Result<(), PushError<T>> {
+    fn push_until<V: Copy, R>(
+        &self,
+        value: V,
+        wait: Wait,
+        mut push: impl FnMut(&Self, V) -> Result<R, PushError<V>>,
+    ) -> Result<R, PushError<V>> {
         let (ring, bell) = (self.inner.ring, &self.control().not_full);
         wait_loop(
             &mut &*self,
             wait,
             true,
-            |q| match q.try_push(value) {
+            |q| match push(q, value) {
                 Err(PushError::Full(_)) => None,
                 done => Some(done),
             },
@@ -604,7 +677,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     pub fn try_pop(&self) -> Result<T, PopError> {
         match self.pop_once() {
             Ok(v) => Ok(v),
-            Err(PopFailure::Empty) => self.empty(),
+            Err(PopFailure::Empty) => self.empty(|| self.pop_once()),
             Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
         }
     }
@@ -612,28 +685,45 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     /// One attempt to pop, with this thread's claim marked in its lane meanwhile.
     #[inline]
     fn pop_once(&self) -> Result<T, PopFailure> {
-        let lane = self.lane();
-        let popped = self.inner.ring.try_pop_marked(|pos| {
-            lane.store(pos.wrapping_add(1) | CONSUMING, Ordering::Relaxed);
-        });
-        // Released (or never claimed).
+        let (member, k) = (self.member(), lane::index());
+        let popped = self.inner.ring.try_pop_marked(|pos| member.mark(k, pos, 1, true));
+        self.after_pop(&member.lanes[k], popped.is_ok());
+        popped
+    }
+
+    /// After a push attempt: clears the lane (published, or never claimed: nothing of
+    /// ours can be left half-done) and, if it pushed, rings for sleeping consumers.
+    #[inline]
+    fn after_push(&self, lane: &AtomicU64, pushed: bool) {
         lane.store(0, Ordering::Release);
-        if popped.is_ok() {
+        if pushed {
+            if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
+                self.announce(PUSHED);
+            }
+            self.control().not_empty.ring(fence::light);
+        }
+    }
+
+    /// After a pop attempt: clears the lane (released, or never claimed) and, if it
+    /// popped, rings for sleeping producers.
+    #[inline]
+    fn after_pop(&self, lane: &AtomicU64, popped: bool) {
+        lane.store(0, Ordering::Release);
+        if popped {
             if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
                 self.announce(POPPED);
             }
             self.control().not_full.ring(fence::light);
         }
-        popped
     }
 
     /// The queue looked empty: step over holes of dead producers if that is what hides
     /// the values behind them (at most as many as lanes), else report `Empty` or
     /// `Disconnected`.
     #[cold]
-    fn empty(&self) -> Result<T, PopError> {
+    fn empty<R>(&self, mut pop: impl FnMut() -> Result<R, PopFailure>) -> Result<R, PopError> {
         let mut alone_checked = false;
-        for _ in 0..MEMBERS * LANES {
+        for _ in 0..MEMBERS * LANES * MAX_RANGE as usize {
             if !self.step_over_dead_claim() {
                 if alone_checked
                     || !self.alone_after(&self.control().pushers, self.inner.inherited.0, 0)
@@ -644,7 +734,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
                 // look once more (and drain it) before saying Disconnected.
                 alone_checked = true;
             }
-            match self.pop_once() {
+            match pop() {
                 Ok(v) => return Ok(v),
                 Err(PopFailure::Empty) => {}
                 Err(PopFailure::Corrupted) => return Err(PopError::Corrupted),
@@ -692,19 +782,24 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     #[inline]
     fn pop_waiting(&self, wait: Wait) -> Result<T, PopError> {
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(wait),
+            Err(PopError::Empty) => self.pop_until(wait, |q| q.try_pop()),
             done => done,
         }
     }
 
+    /// Waits for a value (as `wait` says) and pops with `pop`.
     #[inline(never)]
-    fn pop_until(&self, wait: Wait) -> Result<T, PopError> {
+    fn pop_until<R>(
+        &self,
+        wait: Wait,
+        mut pop: impl FnMut(&Self) -> Result<R, PopError>,
+    ) -> Result<R, PopError> {
         let (ring, bell) = (self.inner.ring, &self.control().not_empty);
         wait_loop(
             &mut &*self,
             wait,
             true,
-            |q| match q.try_pop() {
+            |q| match pop(q) {
                 Err(PopError::Empty) => None,
                 done => Some(done),
             },
@@ -752,6 +847,161 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             }
             waits.next(QueueSource::new(self, false)).await;
         }
+    }
+
+    /// Appends as many of `values` as there is room for right now, in order, in one
+    /// claim: one compare-and-swap of the producers' position for all of them (at most
+    /// 255), then each published as it is written. Never blocks. Returns how many were
+    /// pushed (a prefix of `values`; 0 for an empty slice).
+    ///
+    /// A producer killed part-way through the claim leaves the unpublished rest as holes
+    /// that consumers step over, as for a single push.
+    ///
+    /// # Errors
+    ///
+    /// With 0 inside (nothing was pushed): `Full(0)` when not one value fits, and
+    /// `Disconnected(0)` and `Corrupted(0)` as for [`try_push`](Self::try_push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmsync::{Options, PushError, mpmc};
+    ///
+    /// # let opts = Options::new().dir(std::env::temp_dir());
+    /// # let name = format!("doc-mpmc-slice-{}", std::process::id());
+    /// let q = mpmc::Queue::<u32>::create_with(&name, 4, &opts)?;
+    /// assert_eq!(q.try_push_slice(&[1, 2, 3, 4, 5, 6]), Ok(4)); // room for four
+    /// assert_eq!(q.try_push_slice(&[5, 6]), Err(PushError::Full(0)));
+    /// let mut buf = [0; 8];
+    /// assert_eq!(q.try_pop_into(&mut buf), Ok(4));
+    /// assert_eq!(buf[..4], [1, 2, 3, 4]);
+    /// # mpmc::Queue::<u32>::unlink_with(&name, &opts)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_push_slice(&self, values: &[T]) -> Result<usize, PushError<usize>> {
+        if values.is_empty() {
+            return Ok(0);
+        }
+        let pushed = match self.push_range_once(values) {
+            Ok(n) => Ok(n),
+            Err(PushFailure::Full(())) => self.full((), |()| self.push_range_once(values)),
+            Err(PushFailure::Corrupted(())) => Err(PushError::Corrupted(())),
+        };
+        pushed.map_err(|e| e.map(|()| 0))
+    }
+
+    /// Appends all of `values`, in order, blocking while the queue is full: claims as
+    /// many slots as are free at a time (see [`try_push_slice`](Self::try_push_slice)).
+    /// Values of other producers may come between the claims.
+    ///
+    /// # Errors
+    ///
+    /// With the number of values pushed before it: `Disconnected(n)` and `Corrupted(n)`
+    /// as for [`push`](Self::push).
+    pub fn push_slice(&self, values: &[T]) -> Result<(), PushError<usize>> {
+        self.push_slice_waiting(values, Wait::Forever)
+    }
+
+    /// Appends all of `values`, waiting at most `timeout` in all for room.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout(n)` with the number pushed in time, and those of
+    /// [`push_slice`](Self::push_slice).
+    pub fn push_slice_timeout(
+        &self,
+        values: &[T],
+        timeout: Duration,
+    ) -> Result<(), PushError<usize>> {
+        self.push_slice_waiting(values, Wait::Until(Instant::now() + timeout))
+    }
+
+    fn push_slice_waiting(&self, values: &[T], wait: Wait) -> Result<(), PushError<usize>> {
+        let mut done = 0;
+        while done < values.len() {
+            let rest = &values[done..];
+            let pushed = match self.try_push_slice(rest) {
+                Err(PushError::Full(_)) => self.push_until(0, wait, |q, _| q.try_push_slice(rest)),
+                pushed => pushed,
+            };
+            match pushed {
+                Ok(n) => done += n,
+                Err(e) => return Err(e.map(|_| done)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt to push a prefix of `values` in one claim, marked in this thread's lane.
+    #[inline]
+    fn push_range_once(&self, values: &[T]) -> Result<usize, PushFailure<()>> {
+        let (member, k) = (self.member(), lane::index());
+        let pushed =
+            self.inner.ring.try_push_range_marked(values, |pos, n| member.mark(k, pos, n, false));
+        self.after_push(&member.lanes[k], pushed.is_ok());
+        member.lengths[k].store(0, Ordering::Release);
+        pushed
+    }
+
+    /// Takes as many values as are there right now into the front of `buf`, oldest
+    /// first, in one claim (at most 255, and at most `buf.len()`); never blocks. Returns
+    /// how many (0 for an empty `buf`).
+    ///
+    /// A consumer killed part-way through the claim loses the values it had not yet
+    /// released; producers release their slots, as for a single pop.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop`](Self::try_pop): `Empty` when not one value is there,
+    /// `Disconnected`, `Corrupted`.
+    pub fn try_pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.pop_range_once(buf) {
+            Ok(n) => Ok(n),
+            Err(PopFailure::Empty) => self.empty(|| self.pop_range_once(buf)),
+            Err(PopFailure::Corrupted) => Err(PopError::Corrupted),
+        }
+    }
+
+    /// Takes the values that are there into the front of `buf` (as
+    /// [`try_pop_into`](Self::try_pop_into)), blocking while the queue is empty. Returns
+    /// how many, at least one (0 only for an empty `buf`).
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop).
+    pub fn pop_into(&self, buf: &mut [T]) -> Result<usize, PopError> {
+        self.pop_into_waiting(buf, Wait::Forever)
+    }
+
+    /// As [`pop_into`](Self::pop_into), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and those of [`pop`](Self::pop).
+    pub fn pop_into_timeout(&self, buf: &mut [T], timeout: Duration) -> Result<usize, PopError> {
+        self.pop_into_waiting(buf, Wait::For(timeout))
+    }
+
+    fn pop_into_waiting(&self, buf: &mut [T], wait: Wait) -> Result<usize, PopError> {
+        match self.try_pop_into(buf) {
+            Err(PopError::Empty) => self.pop_until(wait, |q| q.try_pop_into(buf)),
+            done => done,
+        }
+    }
+
+    /// One attempt to pop into a prefix of `buf` in one claim, marked in this thread's
+    /// lane.
+    #[inline]
+    fn pop_range_once(&self, buf: &mut [T]) -> Result<usize, PopFailure> {
+        let (member, k) = (self.member(), lane::index());
+        let popped =
+            self.inner.ring.try_pop_range_marked(buf, |pos, n| member.mark(k, pos, n, true));
+        self.after_pop(&member.lanes[k], popped.is_ok());
+        member.lengths[k].store(0, Ordering::Release);
+        popped
     }
 
     /// Values in the queue right now (a snapshot).
@@ -825,11 +1075,11 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Source for QueueSource<T> {
         let control = q.control();
         if self.pop {
             let hole = q.inner.ring.unpublished_head();
-            hole.is_some_and(|pos| q.only_dead_mark(pos.wrapping_add(1)))
+            hole.is_some_and(|pos| q.only_dead_cover(pos, false))
                 || q.alone_after(&control.pushers, q.inner.inherited.0, 1)
         } else {
             let hole = q.inner.ring.unreleased_at_tail();
-            hole.is_some_and(|pos| q.only_dead_mark(pos.wrapping_add(1) | CONSUMING))
+            hole.is_some_and(|pos| q.only_dead_cover(pos, true))
                 || q.alone_after(&control.poppers, q.inner.inherited.1, 1)
         }
     }

@@ -90,6 +90,9 @@ pub(crate) enum PopFailure {
 /// claim only when another thread made progress, so this many in a row means garbage.
 const MAX_TRIES: u32 = 1 << 20;
 
+/// The most positions one range claim takes: a lane records a claim's length in a byte.
+pub(crate) const MAX_RANGE: u64 = 255;
+
 /// A handle on one MPMC ring; any number may exist, in any number of processes.
 pub(crate) struct Ring<T> {
     positions: NonNull<Positions>,
@@ -149,54 +152,17 @@ impl<T: Copy> Ring<T> {
     /// [`try_push`](Self::try_push) that calls `mark(pos)` before each attempt to claim
     /// position `pos`, so the caller can record which position it may leave unpublished if
     /// it dies (see [`skip_abandoned`](Self::skip_abandoned)).
+    #[inline]
     pub(crate) fn try_push_marked(
         &self,
         value: T,
         mark: impl Fn(u64),
     ) -> Result<(), PushFailure<T>> {
-        let tail = &self.positions().tail;
-        let mut pos = tail.load(Ordering::Relaxed);
-        for _ in 0..MAX_TRIES {
-            let slot = self.slot(pos);
-            // Acquire pairs with the consumer's Release of `pos` (the slot is free).
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp == pos {
-                mark(pos);
-                // Release: whoever sees the claim (Acquire on `tail`) sees the mark.
-                match tail.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the stamp and our won claim make the slot ours alone.
-                        slot.value.with_mut(|p| unsafe { p.write(value) });
-                        // Release pairs with the consumer's Acquire of the stamp.
-                        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
-                        return Ok(());
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if (stamp.wrapping_sub(pos) as i64) < 0 {
-                // The slot still holds the element from one lap ago: full, unless the
-                // position moved meanwhile.
-                let now = tail.load(Ordering::Relaxed);
-                if now == pos {
-                    return Err(PushFailure::Full(value));
-                }
-                pos = now;
-            } else {
-                // Another producer claimed `pos`; the tail must have moved past it.
-                let now = tail.load(Ordering::Relaxed);
-                if now == pos {
-                    return Err(PushFailure::Corrupted(value));
-                }
-                pos = now;
-            }
-            spin_loop();
+        match self.try_push_range_marked(std::slice::from_ref(&value), |pos, _| mark(pos)) {
+            Ok(_) => Ok(()),
+            Err(PushFailure::Full(())) => Err(PushFailure::Full(value)),
+            Err(PushFailure::Corrupted(())) => Err(PushFailure::Corrupted(value)),
         }
-        Err(PushFailure::Corrupted(value))
     }
 
     /// Takes the oldest element, if any (the queue itself always marks its claims).
@@ -208,30 +174,128 @@ impl<T: Copy> Ring<T> {
     /// [`try_pop`](Self::try_pop) that calls `mark(pos)` before each attempt to claim
     /// position `pos`, so the caller can record which slot it may leave unreleased if it
     /// dies (see [`release_abandoned`](Self::release_abandoned)).
+    #[inline]
     pub(crate) fn try_pop_marked(&self, mark: impl Fn(u64)) -> Result<T, PopFailure> {
+        // SAFETY: every bit pattern is a valid T (`new`'s contract); overwritten on success.
+        let mut value = [unsafe { std::mem::zeroed::<T>() }];
+        self.try_pop_range_marked(&mut value, |pos, _| mark(pos)).map(|_| value[0])
+    }
+
+    /// Appends a prefix of `values` in one claim: as many as the ring has free slots for
+    /// right now (at most [`MAX_RANGE`]), claimed with one compare-and-swap of `tail` and
+    /// published one by one in order. Returns how many; `Full` if not even one fits.
+    /// `mark(pos, n)` is called before each attempt to claim positions `pos..pos + n`.
+    #[inline]
+    pub(crate) fn try_push_range_marked(
+        &self,
+        values: &[T],
+        mark: impl Fn(u64, u64),
+    ) -> Result<usize, PushFailure<()>> {
+        let want = (values.len() as u64).min(self.capacity).min(MAX_RANGE);
+        if want == 0 {
+            return Ok(0);
+        }
+        let tail = &self.positions().tail;
+        let mut pos = tail.load(Ordering::Relaxed);
+        for _ in 0..MAX_TRIES {
+            // Acquire pairs with each consumer's Release of its slot (the slot is free).
+            let free = |k: u64| {
+                let p = pos.wrapping_add(k);
+                self.slot(p).stamp.load(Ordering::Acquire) == p
+            };
+            let stamp = self.slot(pos).stamp.load(Ordering::Acquire);
+            if stamp == pos {
+                let n = 1 + (1..want).take_while(|&k| free(k)).count() as u64;
+                mark(pos, n);
+                // Release: whoever sees the claim (Acquire on `tail`) sees the mark.
+                match tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(n),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        for (k, value) in values[..n as usize].iter().enumerate() {
+                            let p = pos.wrapping_add(k as u64);
+                            let slot = self.slot(p);
+                            // SAFETY: each stamp said free for its position before our
+                            // won claim, so the slots are ours alone until published.
+                            slot.value.with_mut(|v| unsafe { v.write(*value) });
+                            // Release pairs with the consumer's Acquire of the stamp.
+                            slot.stamp.store(p.wrapping_add(1), Ordering::Release);
+                        }
+                        return Ok(n as usize);
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if (stamp.wrapping_sub(pos) as i64) < 0 {
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Full(()));
+                }
+                pos = now;
+            } else {
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Corrupted(()));
+                }
+                pos = now;
+            }
+            spin_loop();
+        }
+        Err(PushFailure::Corrupted(()))
+    }
+
+    /// Takes the oldest values into a prefix of `out` in one claim: as many as are
+    /// published in a row right now (at most [`MAX_RANGE`]), claimed with one
+    /// compare-and-swap of `head`, each slot released once read. Returns how many;
+    /// `Empty` if not even one is there. `mark(pos, n)` as in
+    /// [`try_push_range_marked`](Self::try_push_range_marked).
+    #[inline]
+    pub(crate) fn try_pop_range_marked(
+        &self,
+        out: &mut [T],
+        mark: impl Fn(u64, u64),
+    ) -> Result<usize, PopFailure> {
+        let want = (out.len() as u64).min(self.capacity).min(MAX_RANGE);
+        if want == 0 {
+            return Ok(0);
+        }
         let head = &self.positions().head;
         let mut pos = head.load(Ordering::Relaxed);
         for _ in 0..MAX_TRIES {
-            let slot = self.slot(pos);
-            // Acquire pairs with the producer's Release of `pos + 1` (the element).
-            let stamp = slot.stamp.load(Ordering::Acquire);
+            // Acquire pairs with each producer's Release of its element.
+            let published = |k: u64| {
+                let p = pos.wrapping_add(k);
+                self.slot(p).stamp.load(Ordering::Acquire) == p.wrapping_add(1)
+            };
+            let stamp = self.slot(pos).stamp.load(Ordering::Acquire);
             let full = pos.wrapping_add(1);
             if stamp == full {
-                mark(pos);
+                let n = 1 + (1..want).take_while(|&k| published(k)).count() as u64;
+                mark(pos, n);
                 // Release: whoever sees the claim (Acquire on `head`) sees the mark.
-                match head.compare_exchange_weak(pos, full, Ordering::Release, Ordering::Relaxed) {
+                match head.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(n),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
-                        // SAFETY: the stamp and our won claim make the element ours alone;
-                        // every bit pattern is a valid T.
-                        let value = slot.value.with(|p| unsafe { p.read() });
-                        // Release pairs with the next lap's producer's Acquire.
-                        slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
-                        return Ok(value);
+                        for (k, out) in out[..n as usize].iter_mut().enumerate() {
+                            let p = pos.wrapping_add(k as u64);
+                            let slot = self.slot(p);
+                            // SAFETY: each stamp said published before our won claim, so
+                            // the elements are ours alone; every bit pattern is a valid T.
+                            *out = slot.value.with(|v| unsafe { v.read() });
+                            // Release pairs with the next lap's producer's Acquire.
+                            slot.stamp.store(p.wrapping_add(self.capacity), Ordering::Release);
+                        }
+                        return Ok(n as usize);
                     }
                     Err(now) => pos = now,
                 }
             } else if (stamp.wrapping_sub(full) as i64) < 0 {
-                // No element yet at `pos`: empty, unless the position moved meanwhile.
                 let now = head.load(Ordering::Relaxed);
                 if now == pos {
                     return Err(PopFailure::Empty);
@@ -398,6 +462,51 @@ mod tests {
             }
         }
         assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn ranges_take_what_fits_wrap_around_and_mix_with_singles() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        let marks = std::cell::RefCell::new(Vec::new());
+        let mark = |pos, n| marks.borrow_mut().push((pos, n));
+        let mut buf = [0u32; 8];
+        assert_eq!(q.try_pop_range_marked(&mut buf, mark), Err(PopFailure::Empty));
+        assert_eq!(q.try_push_range_marked(&[1, 2, 3, 4, 5], mark), Ok(4));
+        assert_eq!(q.try_push_range_marked(&[5], mark), Err(PushFailure::Full(())));
+        assert_eq!(q.try_pop_range_marked(&mut buf[..3], mark), Ok(3));
+        assert_eq!(buf[..3], [1, 2, 3]);
+        // Across the end of the ring, behind a single.
+        assert_eq!(q.try_push_range_marked(&[5, 6, 7, 8], mark), Ok(3));
+        assert_eq!(q.try_pop(), Ok(4));
+        q.try_push(9).unwrap();
+        assert_eq!(q.try_pop_range_marked(&mut buf, mark), Ok(4));
+        assert_eq!(buf[..4], [5, 6, 7, 9]);
+        assert_eq!(q.try_push_range_marked(&[], mark), Ok(0));
+        assert_eq!(q.try_pop_range_marked(&mut [], mark), Ok(0));
+        // Each claim was marked with its first position and length before it was made.
+        assert_eq!(*marks.borrow(), [(0, 4), (0, 3), (4, 3), (4, 4)]);
+    }
+
+    #[test]
+    fn a_range_claim_stops_at_a_slot_still_owed() {
+        let heap = HeapRing::<u32>::new(4);
+        let q = heap.ring();
+        assert_eq!(q.try_push_range_marked(&[1, 2, 3, 4], |_, _| {}), Ok(4));
+        // A consumer claimed position 0 and has not released it yet (or died).
+        heap.positions.head.store(1, Ordering::Relaxed);
+        let mut buf = [0u32; 4];
+        assert_eq!(q.try_pop_range_marked(&mut buf, |_, _| {}), Ok(3));
+        // The next lap's first slot is not free: a range push takes none.
+        assert_eq!(q.try_push_range_marked(&[5, 6], |_, _| {}), Err(PushFailure::Full(())));
+        assert!(q.release_abandoned(0));
+        assert_eq!(q.try_push_range_marked(&[5, 6], |_, _| {}), Ok(2), "then all of it");
+        // A producer claimed position 6 and has not published it: a range pop stops
+        // before it.
+        heap.positions.tail.store(7, Ordering::Relaxed);
+        assert_eq!(q.try_pop_range_marked(&mut buf, |_, _| {}), Ok(2));
+        assert_eq!(buf[..2], [5, 6]);
+        assert_eq!(q.try_pop_range_marked(&mut buf, |_, _| {}), Err(PopFailure::Empty));
     }
 
     #[test]
@@ -608,6 +717,78 @@ pub(crate) mod loom_tests {
             assert_eq!(taken.load(Ordering::Relaxed), 0b110);
         });
         assert!(runs > 25_000, "loom explored only {runs} schedules"); // 111,281 when written
+    }
+
+    /// Range claims racing single ones: a producer pushes two values in one claim while
+    /// another pushes one, and two consumers take ranges of up to two. Every value exactly
+    /// once, the range's two in order, and no slot read while written.
+    #[test]
+    fn ranges_and_singles_move_every_element_once() {
+        let mut builder = ::loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        let runs = crate::loom::counted(builder, || {
+            let (ring, memory) = heap_ring(4);
+            let taken = Arc::new(AtomicU64::new(0));
+            let order = Arc::new(AtomicU64::new(0));
+            let keep = memory.clone();
+            let ranged = crate::loom::thread::spawn(move || {
+                let _keep = keep;
+                let mut at = 0;
+                let values = [1u32, 2];
+                while at < 2 {
+                    match ring.try_push_range_marked(&values[at..], |_, _| {}) {
+                        Ok(n) => at += n,
+                        Err(PushFailure::Full(())) => crate::loom::thread::yield_now(),
+                        Err(PushFailure::Corrupted(())) => panic!("corrupted"),
+                    }
+                }
+            });
+            let keep = memory.clone();
+            let single = crate::loom::thread::spawn(move || {
+                let _keep = keep;
+                while let Err(PushFailure::Full(_)) = ring.try_push(3) {
+                    crate::loom::thread::yield_now();
+                }
+            });
+            let record = |taken: &AtomicU64, order: &AtomicU64, got: &[u32]| {
+                for &v in got {
+                    let before = taken.fetch_or(1 << v, Ordering::Relaxed);
+                    assert_eq!(before & (1 << v), 0, "element {v} popped twice");
+                }
+                // Within one consumer's claim the range's values keep their order.
+                if let (Some(a), Some(b)) =
+                    (got.iter().position(|&v| v == 1), got.iter().position(|&v| v == 2))
+                {
+                    assert!(a < b, "out of order: {got:?}");
+                }
+                order.fetch_add(1, Ordering::Relaxed);
+            };
+            let mut threads = vec![ranged, single];
+            for _ in 0..2 {
+                let keep = (memory.clone(), Arc::clone(&taken), Arc::clone(&order));
+                threads.push(crate::loom::thread::spawn(move || {
+                    let mut buf = [0u32; 2];
+                    match ring.try_pop_range_marked(&mut buf, |_, _| {}) {
+                        Ok(n) => record(&keep.1, &keep.2, &buf[..n]),
+                        Err(PopFailure::Empty) => {}
+                        Err(PopFailure::Corrupted) => panic!("corrupted"),
+                    }
+                }));
+            }
+            for t in threads {
+                t.join().unwrap();
+            }
+            let mut buf = [0u32; 4];
+            loop {
+                match ring.try_pop_range_marked(&mut buf, |_, _| {}) {
+                    Ok(n) => record(&taken, &order, &buf[..n]),
+                    Err(PopFailure::Empty) => break,
+                    Err(PopFailure::Corrupted) => panic!("corrupted"),
+                }
+            }
+            assert_eq!(taken.load(Ordering::Relaxed), 0b1110);
+        });
+        assert!(runs > 25_000, "loom explored only {runs} schedules"); // 102,903 when written
     }
 
     /// A consumer died between claiming position 0 and releasing its slot. A producer
