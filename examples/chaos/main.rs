@@ -161,12 +161,13 @@ pub struct Run {
     pub prefix: String,
 }
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "lock",
     "condition",
     "semaphore",
     "spsc",
     "mpmc",
+    "mpmc-batch",
     "pipe",
     "list",
     "dict",
@@ -228,7 +229,8 @@ fn main() {
             "condition" => sync::condition(&run),
             "semaphore" => sync::semaphore(&run),
             "spsc" => queues::spsc(&run),
-            "mpmc" => queues::mpmc(&run),
+            "mpmc" => queues::mpmc(&run, 1),
+            "mpmc-batch" => queues::mpmc(&run, queues::batch_size()),
             "pipe" => pipes::pipe(&run),
             "list" => collections::list(&run),
             "dict" => collections::dict(&run),

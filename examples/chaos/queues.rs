@@ -70,6 +70,88 @@ pub fn produce(
     }
 }
 
+/// How many values the MPMC children of the `mpmc-batch` scenario push and pop at a time:
+/// `CHAOS_MPMC_BATCH`, or 32.
+pub fn batch_size() -> usize {
+    std::env::var("CHAOS_MPMC_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32).clamp(2, 255)
+}
+
+/// In a child: the batch size its parent chose (`BATCH`; 1 means single `push`/`pop`,
+/// above 1 `push_slice` and `pop_into`).
+fn child_batch() -> usize {
+    std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// As [`produce`], `batch` values at a time with `push_slice_timeout`, confirming the
+/// prefix each call accepted.
+fn produce_batches(board: &Board, ledger: &Ledger, q: &mpmc::Queue<Item>, batch: usize) {
+    while !board.stopping() {
+        let Some(incarnation) = ledger.new_gen() else {
+            eprintln!("chaos: the ledger ran out of producer incarnations");
+            board.hangs.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut seq = 0;
+        while seq < PER_GEN {
+            let n = (PER_GEN - seq).min(batch as u64);
+            let items: Vec<Item> =
+                (seq..seq + n).map(|s| Item::new(encode(incarnation, s))).collect();
+            let mut done = 0;
+            while done < items.len() {
+                if board.stopping() {
+                    return;
+                }
+                let pushed = match q.push_slice_timeout(&items[done..], STEP) {
+                    Ok(()) => items.len() - done,
+                    Err(PushError::Timeout(k) | PushError::Full(k)) => k,
+                    Err(PushError::Disconnected(k)) => {
+                        board.saw_disconnected();
+                        k
+                    }
+                    Err(_) => {
+                        board.garbage.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                done += pushed;
+                if done > 0 {
+                    ledger.confirm(incarnation, seq + done as u64 - 1);
+                }
+            }
+            seq += n;
+        }
+    }
+}
+
+/// As [`consume`], up to `batch` values at a time with `pop_into_timeout`.
+fn consume_batches(
+    board: &Board,
+    ledger: &Ledger,
+    slot: usize,
+    q: &mpmc::Queue<Item>,
+    batch: usize,
+) {
+    let mut buf = vec![Item::new(0); batch];
+    while !board.stopping() {
+        match q.pop_into_timeout(&mut buf, STEP) {
+            Ok(n) => {
+                for &item in &buf[..n] {
+                    take(board, ledger, slot, item);
+                    for _ in 0..40 {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            Err(PopError::Timeout | PopError::Empty) => {}
+            Err(PopError::Disconnected) => board.saw_disconnected(),
+            Err(_) => {
+                board.garbage.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
 /// Pops with `pop` until told to stop, recording every value, with about a microsecond
 /// of work for each.
 fn consume(
@@ -129,11 +211,17 @@ pub fn child(scenario: &str, role: &str, slot: usize) {
         }
         ("mpmc", "producer") => {
             let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
-            produce(&board, &ledger, |v| q.push_timeout(v, STEP));
+            match child_batch() {
+                1 => produce(&board, &ledger, |v| q.push_timeout(v, STEP)),
+                batch => produce_batches(&board, &ledger, &q, batch),
+            }
         }
         ("mpmc", "consumer") => {
             let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
-            consume(&board, &ledger, slot, || q.pop_timeout(STEP));
+            match child_batch() {
+                1 => consume(&board, &ledger, slot, || q.pop_timeout(STEP)),
+                batch => consume_batches(&board, &ledger, slot, &q, batch),
+            }
         }
         other => panic!("unknown role {other:?}"),
     }
@@ -162,25 +250,33 @@ impl Setup {
     }
 
     pub fn fleet(&self, scenario: &'static str, slots: usize) -> Fleet {
+        self.fleet_with(scenario, slots, 1)
+    }
+
+    /// A fleet whose MPMC children move `batch` values at a time.
+    pub fn fleet_with(&self, scenario: &'static str, slots: usize, batch: usize) -> Fleet {
+        let batch = batch.to_string();
         let env = [
             ("OBJ", self.obj.as_str()),
             ("BOARD", self.board_name.as_str()),
             ("LEDGER", self.ledger_name.as_str()),
+            ("BATCH", batch.as_str()),
         ];
         Fleet::new(scenario, &env, slots)
     }
 
-    /// Ledger totals into the report; the allowance is one value per killed consumer.
-    /// `hands` are the values killed consumers had taken last.
-    pub fn account(&self, report: &mut Report, hands: &[u64]) {
+    /// Ledger totals into the report; the allowance is one value per killed consumer
+    /// (`per_kill` for consumers that take batches: a whole claim, or a batch taken but not
+    /// yet recorded). `hands` are the values killed consumers had taken last.
+    pub fn account(&self, report: &mut Report, hands: &[u64], per_kill: u64) {
         let (lost, accepted) = self.ledger.lost();
         let in_hands = hands
             .iter()
             .filter(|&&v| self.ledger.was_accepted(v) && !self.ledger.has_arrived(v))
             .count() as u64;
         report.lost = lost;
-        report.lost_allowed =
-            report.kinds.iter().filter(|(k, _)| *k == "consumers").map(|(_, n)| n).sum();
+        report.lost_allowed = per_kill
+            * report.kinds.iter().filter(|(k, _)| *k == "consumers").map(|(_, n)| n).sum::<u64>();
         report.operations = accepted;
         report.hangs += self.board.hangs.load(Ordering::Acquire);
         report.garbage += self.board.garbage.load(Ordering::Acquire);
@@ -247,19 +343,21 @@ pub fn spsc(run: &Run) -> Report {
         record(board, &setup.ledger, item);
     }
     drop(rx);
-    setup.account(&mut report, &hands);
+    setup.account(&mut report, &hands, 1);
     drop(fleet);
     let _ = spsc::Producer::<Item>::unlink(&setup.obj);
     setup.remove();
     report
 }
 
-pub fn mpmc(run: &Run) -> Report {
-    let mut report = Report::new("mpmc");
+/// The MPMC kill loop; `batch` > 1 makes its children push and pop in batches, and allows a
+/// killed consumer that many lost values.
+pub fn mpmc(run: &Run, batch: usize) -> Report {
+    let mut report = Report::new(if batch > 1 { "mpmc-batch" } else { "mpmc" });
     let setup = Setup::new(run);
     let board = &setup.board;
     let q = mpmc::Queue::<Item>::create(&setup.obj, 1024).expect("create the queue");
-    let mut fleet = setup.fleet("mpmc", 4);
+    let mut fleet = setup.fleet_with("mpmc", 4, batch);
     let roles = ["producer", "producer", "consumer", "consumer"];
     for (slot, role) in roles.iter().enumerate() {
         fleet.spawn(slot, role);
@@ -314,7 +412,10 @@ pub fn mpmc(run: &Run) -> Report {
         eprintln!("chaos mpmc: {} values stranded at the end", q.len());
         report.hangs += 1;
     }
-    setup.account(&mut report, &hands);
+    setup.account(&mut report, &hands, batch as u64);
+    if batch > 1 {
+        report.notes += &format!(" batch={batch}");
+    }
     drop(fleet);
     drop(q);
     let _ = mpmc::Queue::<Item>::unlink(&setup.obj);

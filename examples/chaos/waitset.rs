@@ -287,7 +287,7 @@ pub fn waitset(run: &Run) -> Report {
         eprintln!("chaos waitset: {} values stranded in the MPMC queue", qc.len());
         report.hangs += 1;
     }
-    setup.account(&mut report, &hands);
+    setup.account(&mut report, &hands, 1);
     drop(fleet);
     drop(qc);
     for name in [&a, &b] {
