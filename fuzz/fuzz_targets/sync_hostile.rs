@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // SAFETY: every field is ShmSafe: valid for every bit pattern, as peers may leave it.
     unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), (&mut state as *mut State).cast::<u8>(), STATE_LEN)
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            (&mut state as *mut State).cast::<u8>(),
+            STATE_LEN,
+        )
     };
     let mut held = None;
     for &op in &data[STATE_LEN..] {
@@ -71,7 +75,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = state.sem.release();
             }
             _ => {
-                let _ = (state.sem.value(), state.sem.max(), state.lock.is_locked(), state.event.is_set());
+                let _ = (
+                    state.sem.value(),
+                    state.sem.max(),
+                    state.lock.is_locked(),
+                    state.event.is_set(),
+                );
             }
         }
     }
