@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example showdown                 # the table
 //! cargo run --release --example showdown -- --json out.json --rounds 7
+//! cargo run --release --example showdown -- --only sleeping --only semaphore
 //! ```
 //!
 //! Each scenario runs shmsync and each OS mechanism in turn (A B A B ...) for several
@@ -44,6 +45,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut json = None;
     let mut rounds = 7;
+    let mut only = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -51,15 +53,20 @@ fn main() {
             "--rounds" => {
                 rounds = it.next().and_then(|n| n.parse().ok()).expect("--rounds needs a number")
             }
+            "--only" => {
+                only.push(it.next().expect("--only needs part of a scenario's name").clone())
+            }
             "-h" | "--help" => {
-                println!("usage: showdown [--rounds N] [--json PATH]");
+                println!("usage: showdown [--rounds N] [--json PATH] [--only PART-OF-NAME]...");
                 return;
             }
             other => panic!("unknown argument {other} (try --help)"),
         }
     }
     let started = Instant::now();
-    let results: Vec<Outcome> = scenarios().iter().map(|s| s.run(rounds)).collect();
+    let chosen = |s: &Scenario| only.is_empty() || only.iter().any(|o| s.name.contains(o.as_str()));
+    let results: Vec<Outcome> =
+        scenarios().iter().filter(|s| chosen(s)).map(|s| s.run(rounds)).collect();
     print_table(&results, rounds);
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = json {
