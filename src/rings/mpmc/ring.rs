@@ -152,17 +152,54 @@ impl<T: Copy> Ring<T> {
     /// [`try_push`](Self::try_push) that calls `mark(pos)` before each attempt to claim
     /// position `pos`, so the caller can record which position it may leave unpublished if
     /// it dies (see [`skip_abandoned`](Self::skip_abandoned)).
-    #[inline]
     pub(crate) fn try_push_marked(
         &self,
         value: T,
         mark: impl Fn(u64),
     ) -> Result<(), PushFailure<T>> {
-        match self.try_push_range_marked(std::slice::from_ref(&value), |pos, _| mark(pos)) {
-            Ok(_) => Ok(()),
-            Err(PushFailure::Full(())) => Err(PushFailure::Full(value)),
-            Err(PushFailure::Corrupted(())) => Err(PushFailure::Corrupted(value)),
+        let tail = &self.positions().tail;
+        let mut pos = tail.load(Ordering::Relaxed);
+        for _ in 0..MAX_TRIES {
+            let slot = self.slot(pos);
+            // Acquire pairs with the consumer's Release of `pos` (the slot is free).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == pos {
+                mark(pos);
+                // Release: whoever sees the claim (Acquire on `tail`) sees the mark.
+                match tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the stamp and our won claim make the slot ours alone.
+                        slot.value.with_mut(|p| unsafe { p.write(value) });
+                        // Release pairs with the consumer's Acquire of the stamp.
+                        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if (stamp.wrapping_sub(pos) as i64) < 0 {
+                // The slot still holds the element from one lap ago: full, unless the
+                // position moved meanwhile.
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Full(value));
+                }
+                pos = now;
+            } else {
+                // Another producer claimed `pos`; the tail must have moved past it.
+                let now = tail.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PushFailure::Corrupted(value));
+                }
+                pos = now;
+            }
+            spin_loop();
         }
+        Err(PushFailure::Corrupted(value))
     }
 
     /// Takes the oldest element, if any (the queue itself always marks its claims).
@@ -174,12 +211,50 @@ impl<T: Copy> Ring<T> {
     /// [`try_pop`](Self::try_pop) that calls `mark(pos)` before each attempt to claim
     /// position `pos`, so the caller can record which slot it may leave unreleased if it
     /// dies (see [`release_abandoned`](Self::release_abandoned)).
-    #[inline]
     pub(crate) fn try_pop_marked(&self, mark: impl Fn(u64)) -> Result<T, PopFailure> {
-        // SAFETY: every bit pattern is a valid T (`new`'s contract); overwritten on success.
-        let mut value = [unsafe { std::mem::zeroed::<T>() }];
-        self.try_pop_range_marked(&mut value, |pos, _| mark(pos)).map(|_| value[0])
+        let head = &self.positions().head;
+        let mut pos = head.load(Ordering::Relaxed);
+        for _ in 0..MAX_TRIES {
+            let slot = self.slot(pos);
+            // Acquire pairs with the producer's Release of `pos + 1` (the element).
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let full = pos.wrapping_add(1);
+            if stamp == full {
+                mark(pos);
+                // Release: whoever sees the claim (Acquire on `head`) sees the mark.
+                match head.compare_exchange_weak(pos, full, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: the stamp and our won claim make the element ours alone;
+                        // every bit pattern is a valid T.
+                        let value = slot.value.with(|p| unsafe { p.read() });
+                        // Release pairs with the next lap's producer's Acquire.
+                        slot.stamp.store(pos.wrapping_add(self.capacity), Ordering::Release);
+                        return Ok(value);
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if (stamp.wrapping_sub(full) as i64) < 0 {
+                // No element yet at `pos`: empty, unless the position moved meanwhile.
+                let now = head.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PopFailure::Empty);
+                }
+                pos = now;
+            } else {
+                let now = head.load(Ordering::Relaxed);
+                if now == pos {
+                    return Err(PopFailure::Corrupted);
+                }
+                pos = now;
+            }
+            spin_loop();
+        }
+        Err(PopFailure::Corrupted)
     }
+
+    // The single operations above are the range operations below with a run of one,
+    // written out: through the range code a thread's push + pop cost 0.8 ns more (12.4 to
+    // 13.2 ns, five alternating runs each), the loop and slice bounds the compiler keeps.
 
     /// Appends a prefix of `values` in one claim: as many as the ring has free slots for
     /// right now (at most [`MAX_RANGE`]), claimed with one compare-and-swap of `tail` and
