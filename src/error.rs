@@ -449,6 +449,11 @@ impl fmt::Display for ReleaseError {
 impl std::error::Error for ReleaseError {}
 
 /// Why a push did not enqueue its value; every variant hands the value back.
+///
+/// The MPMC slice pushes ([`try_push_slice`](crate::mpmc::Queue::try_push_slice),
+/// [`push_slice`](crate::mpmc::Queue::push_slice)) use `PushError<usize>`: the number
+/// inside is how many values of the slice were pushed before the error (the rest were
+/// not), so a caller can resume at that index.
 /// # Examples
 ///
 /// ```
