@@ -35,56 +35,17 @@ pub fn open_retrying<T>(board: &Board, mut open: impl FnMut() -> Result<T, OpenE
     }
 }
 
-/// Pushes numbered values with `push` as fast as it can until told to stop, confirming
-/// each accepted one. The consumers are slower, so the queue is mostly full: a hole a
-/// killed producer leaves is far from the head, as in a real backlog.
+/// Pushes numbered values with `push`, `batch` at a time, as fast as it can until told
+/// to stop, confirming each accepted one. `push` takes a slice and, on an error, says how
+/// many of it went in ([`one`] adapts a single-value push). The consumers are slower, so
+/// the queue is mostly full: a hole a killed producer leaves is far from the head, as in a
+/// real backlog.
 pub fn produce(
     board: &Board,
     ledger: &Ledger,
-    mut push: impl FnMut(Item) -> Result<(), PushError<Item>>,
+    batch: usize,
+    mut push: impl FnMut(&[Item]) -> Result<(), PushError<usize>>,
 ) {
-    while !board.stopping() {
-        let Some(incarnation) = ledger.new_gen() else {
-            eprintln!("chaos: the ledger ran out of producer incarnations");
-            board.hangs.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        for seq in 0..PER_GEN {
-            let item = Item::new(encode(incarnation, seq));
-            loop {
-                if board.stopping() {
-                    return;
-                }
-                match push(item) {
-                    Ok(()) => break,
-                    Err(PushError::Timeout(_) | PushError::Full(_)) => {}
-                    Err(PushError::Disconnected(_)) => board.saw_disconnected(),
-                    Err(_) => {
-                        board.garbage.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                }
-            }
-            ledger.confirm(incarnation, seq);
-        }
-    }
-}
-
-/// How many values the MPMC children of the `mpmc-batch` scenario push and pop at a time:
-/// `CHAOS_MPMC_BATCH`, or 32.
-pub fn batch_size() -> usize {
-    std::env::var("CHAOS_MPMC_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32).clamp(2, 255)
-}
-
-/// In a child: the batch size its parent chose (`BATCH`; 1 means single `push`/`pop`,
-/// above 1 `push_slice` and `pop_into`).
-fn child_batch() -> usize {
-    std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
-}
-
-/// As [`produce`], `batch` values at a time with `push_slice_timeout`, confirming the
-/// prefix each call accepted.
-fn produce_batches(board: &Board, ledger: &Ledger, q: &mpmc::Queue<Item>, batch: usize) {
     while !board.stopping() {
         let Some(incarnation) = ledger.new_gen() else {
             eprintln!("chaos: the ledger ran out of producer incarnations");
@@ -101,7 +62,7 @@ fn produce_batches(board: &Board, ledger: &Ledger, q: &mpmc::Queue<Item>, batch:
                 if board.stopping() {
                     return;
                 }
-                let pushed = match q.push_slice_timeout(&items[done..], STEP) {
+                let pushed = match push(&items[done..]) {
                     Ok(()) => items.len() - done,
                     Err(PushError::Timeout(k) | PushError::Full(k)) => k,
                     Err(PushError::Disconnected(k)) => {
@@ -123,17 +84,37 @@ fn produce_batches(board: &Board, ledger: &Ledger, q: &mpmc::Queue<Item>, batch:
     }
 }
 
-/// As [`consume`], up to `batch` values at a time with `pop_into_timeout`.
-fn consume_batches(
+/// A single-value push as the slice push [`produce`] takes (a batch of one).
+pub fn one(
+    mut push: impl FnMut(Item) -> Result<(), PushError<Item>>,
+) -> impl FnMut(&[Item]) -> Result<(), PushError<usize>> {
+    move |items| push(items[0]).map_err(|e| e.map(|_| 0))
+}
+
+/// How many values the MPMC children of the `mpmc-batch` scenario push and pop at a time:
+/// `CHAOS_MPMC_BATCH`, or 32.
+pub fn batch_size() -> usize {
+    std::env::var("CHAOS_MPMC_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32).clamp(2, 255)
+}
+
+/// In a child: the batch size its parent chose (`BATCH`; 1 means single `push`/`pop`,
+/// above 1 `push_slice` and `pop_into`).
+fn child_batch() -> usize {
+    std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Pops with `pop` into a buffer of `batch` until told to stop, recording every value,
+/// with about a microsecond of work for each. `pop` returns how many it took.
+fn consume(
     board: &Board,
     ledger: &Ledger,
     slot: usize,
-    q: &mpmc::Queue<Item>,
     batch: usize,
+    mut pop: impl FnMut(&mut [Item]) -> Result<usize, PopError>,
 ) {
     let mut buf = vec![Item::new(0); batch];
     while !board.stopping() {
-        match q.pop_into_timeout(&mut buf, STEP) {
+        match pop(&mut buf) {
             Ok(n) => {
                 for &item in &buf[..n] {
                     take(board, ledger, slot, item);
@@ -152,29 +133,13 @@ fn consume_batches(
     }
 }
 
-/// Pops with `pop` until told to stop, recording every value, with about a microsecond
-/// of work for each.
-fn consume(
-    board: &Board,
-    ledger: &Ledger,
-    slot: usize,
+/// A single-value pop as the buffer pop [`consume`] takes (a batch of one).
+fn one_pop(
     mut pop: impl FnMut() -> Result<Item, PopError>,
-) {
-    while !board.stopping() {
-        match pop() {
-            Ok(item) => {
-                take(board, ledger, slot, item);
-                for _ in 0..40 {
-                    std::hint::spin_loop();
-                }
-            }
-            Err(PopError::Timeout | PopError::Empty) => {}
-            Err(PopError::Disconnected) => board.saw_disconnected(),
-            Err(_) => {
-                board.garbage.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
+) -> impl FnMut(&mut [Item]) -> Result<usize, PopError> {
+    move |buf| {
+        buf[0] = pop()?;
+        Ok(1)
     }
 }
 
@@ -203,24 +168,24 @@ pub fn child(scenario: &str, role: &str, slot: usize) {
     match (scenario, role) {
         ("spsc", "producer") => {
             let mut tx = open_retrying(&board, || spsc::Producer::<Item>::open(&name));
-            produce(&board, &ledger, |v| tx.push_timeout(v, STEP));
+            produce(&board, &ledger, 1, one(|v| tx.push_timeout(v, STEP)));
         }
         ("spsc", "consumer") => {
             let mut rx = open_retrying(&board, || spsc::Consumer::<Item>::open(&name));
-            consume(&board, &ledger, slot, || rx.pop_timeout(STEP));
+            consume(&board, &ledger, slot, 1, one_pop(|| rx.pop_timeout(STEP)));
         }
         ("mpmc", "producer") => {
             let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
             match child_batch() {
-                1 => produce(&board, &ledger, |v| q.push_timeout(v, STEP)),
-                batch => produce_batches(&board, &ledger, &q, batch),
+                1 => produce(&board, &ledger, 1, one(|v| q.push_timeout(v, STEP))),
+                batch => produce(&board, &ledger, batch, |v| q.push_slice_timeout(v, STEP)),
             }
         }
         ("mpmc", "consumer") => {
             let q = open_retrying(&board, || mpmc::Queue::<Item>::open(&name));
             match child_batch() {
-                1 => consume(&board, &ledger, slot, || q.pop_timeout(STEP)),
-                batch => consume_batches(&board, &ledger, slot, &q, batch),
+                1 => consume(&board, &ledger, slot, 1, one_pop(|| q.pop_timeout(STEP))),
+                batch => consume(&board, &ledger, slot, batch, |b| q.pop_into_timeout(b, STEP)),
             }
         }
         other => panic!("unknown role {other:?}"),

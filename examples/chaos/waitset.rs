@@ -15,7 +15,7 @@ use shmsync::{PopError, Shared, WaitSet, WaitSetError, mpmc, spsc};
 
 use crate::board::{Board, Item, Ledger, now_ns};
 use crate::fleet::{Rng, pause, wait_until};
-use crate::queues::{STEP, Setup, env, open_retrying, produce, record, replace, take};
+use crate::queues::{STEP, Setup, env, one, open_retrying, produce, record, replace, take};
 use crate::{HANG, Report, Run};
 
 const ROLES: [&str; 4] = ["producer-a", "producer-b", "producer-c", "consumer"];
@@ -32,12 +32,17 @@ fn paced(
     mut push: impl FnMut(Item) -> Result<(), shmsync::PushError<Item>>,
 ) {
     let mut rng = Rng::new(u64::from(std::process::id()) ^ now_ns());
-    produce(board, ledger, |item| {
-        if rng.below(32) == 0 {
-            pause(rng.pause(300));
-        }
-        push(item)
-    });
+    produce(
+        board,
+        ledger,
+        1,
+        one(|item| {
+            if rng.below(32) == 0 {
+                pause(rng.pause(300));
+            }
+            push(item)
+        }),
+    );
 }
 
 pub fn child(role: &str, slot: usize) {

@@ -58,7 +58,7 @@ pub trait Source: Send + Sync {
 /// protocol above: a ring after the announce either is seen by the re-check or wakes the
 /// sleep. The caller then ends the sleep on each entry (`done`) and loops.
 pub(crate) fn sleep_on_words(
-    words: &[(&AtomicU32, u32)],
+    words: &[Word<'_>],
     heavy_fence: impl Fn(),
     deadline: &Deadline,
     ready: &mut dyn FnMut() -> bool,

@@ -53,6 +53,12 @@ struct Member {
     _reserved: [u64; 2],
 }
 
+/// A lane's mark for a claim from position `start`: `start + 1`, with [`CONSUMING`] for a
+/// consumer's claim (0 is an empty lane).
+fn marker(start: u64, consuming: bool) -> u64 {
+    start.wrapping_add(1) | if consuming { CONSUMING } else { 0 }
+}
+
 /// A claim one lane records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Claim {
@@ -75,9 +81,8 @@ impl Member {
         if len != 1 {
             self.lengths[k].store(len as u8, Ordering::Release);
         }
-        let marker = start.wrapping_add(1) | if consuming { CONSUMING } else { 0 };
         // Release: whoever reads the marker (Acquire) reads its length.
-        self.lanes[k].store(marker, Ordering::Release);
+        self.lanes[k].store(marker(start, consuming), Ordering::Release);
     }
 
     /// The claim lane `k` records, if any.
@@ -511,10 +516,9 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
             for k in 0..LANES {
                 let Some(claim) = m.claim(k) else { continue };
                 if claim.covers(pos, consuming) && !Self::still_owed(&self.inner.ring, claim) {
-                    let marker =
-                        claim.start.wrapping_add(1) | if consuming { CONSUMING } else { 0 };
+                    let marked = marker(claim.start, consuming);
                     let _ = m.lanes[k].compare_exchange(
-                        marker,
+                        marked,
                         0,
                         Ordering::Relaxed,
                         Ordering::Relaxed,
@@ -545,7 +549,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     fn push_once(&self, value: T) -> Result<(), PushFailure<T>> {
         let (member, k) = (self.member(), lane::index());
         let pushed = self.inner.ring.try_push_marked(value, |pos| member.mark(k, pos, 1, false));
-        self.after_push(&member.lanes[k], pushed.is_ok());
+        self.after_claim(k, pushed.is_ok(), PUSHED);
         pushed
     }
 
@@ -687,39 +691,30 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
     fn pop_once(&self) -> Result<T, PopFailure> {
         let (member, k) = (self.member(), lane::index());
         let popped = self.inner.ring.try_pop_marked(|pos| member.mark(k, pos, 1, true));
-        self.after_pop(&member.lanes[k], popped.is_ok());
+        self.after_claim(k, popped.is_ok(), POPPED);
         popped
     }
 
-    /// After a push attempt: clears the lane (published, or never claimed: nothing of
-    /// ours can be left half-done) and, if it pushed, rings for sleeping consumers.
+    /// After an attempt to push (`what` = `PUSHED`) or pop (`POPPED`): clears this
+    /// thread's lane `k` (finished, or never claimed: nothing of ours can be left
+    /// half-done) and, if the attempt moved values, announces it (once per process) and
+    /// rings for the other side's sleepers.
     #[inline]
-    fn after_push(&self, lane: &AtomicU64, pushed: bool) {
-        lane.store(0, Ordering::Release);
-        if pushed {
-            if self.inner.announced.load(Ordering::Relaxed) & PUSHED == 0 {
-                self.announce(PUSHED);
+    fn after_claim(&self, k: usize, moved: bool, what: u32) {
+        self.member().lanes[k].store(0, Ordering::Release);
+        if moved {
+            if self.inner.announced.load(Ordering::Relaxed) & what == 0 {
+                self.announce(what);
             }
-            self.control().not_empty.ring(fence::light);
-        }
-    }
-
-    /// After a pop attempt: clears the lane (released, or never claimed) and, if it
-    /// popped, rings for sleeping producers.
-    #[inline]
-    fn after_pop(&self, lane: &AtomicU64, popped: bool) {
-        lane.store(0, Ordering::Release);
-        if popped {
-            if self.inner.announced.load(Ordering::Relaxed) & POPPED == 0 {
-                self.announce(POPPED);
-            }
-            self.control().not_full.ring(fence::light);
+            let control = self.control();
+            let bell = if what == PUSHED { &control.not_empty } else { &control.not_full };
+            bell.ring(fence::light);
         }
     }
 
     /// The queue looked empty: step over holes of dead producers if that is what hides
-    /// the values behind them (at most as many as lanes), else report `Empty` or
-    /// `Disconnected`.
+    /// the values behind them (each step passes one position, and `pop` tries again after
+    /// each), else report `Empty` or `Disconnected`.
     #[cold]
     fn empty<R>(&self, mut pop: impl FnMut() -> Result<R, PopFailure>) -> Result<R, PopError> {
         let mut alone_checked = false;
@@ -938,7 +933,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         let (member, k) = (self.member(), lane::index());
         let pushed =
             self.inner.ring.try_push_range_marked(values, |pos, n| member.mark(k, pos, n, false));
-        self.after_push(&member.lanes[k], pushed.is_ok());
+        self.after_claim(k, pushed.is_ok(), PUSHED);
         member.lengths[k].store(0, Ordering::Release);
         pushed
     }
@@ -999,7 +994,7 @@ impl<T: bytemuck::Pod + crate::ShmSafe> Queue<T> {
         let (member, k) = (self.member(), lane::index());
         let popped =
             self.inner.ring.try_pop_range_marked(buf, |pos, n| member.mark(k, pos, n, true));
-        self.after_pop(&member.lanes[k], popped.is_ok());
+        self.after_claim(k, popped.is_ok(), POPPED);
         member.lengths[k].store(0, Ordering::Release);
         popped
     }
